@@ -1,0 +1,216 @@
+"""The ``edge-agent`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+
+from drivers.errors import DriverError
+from drivers.yamlsource import SourceError
+
+from . import __version__
+
+EPILOG_RUN = """examples:
+  edge-agent run -c /etc/edge-agent/config.yaml
+The agent refuses to start on an invalid config and prints every problem as
+FILE:LINE: dotted.path: message (the same as 'edge-agent check')."""
+
+EPILOG_CHECK = """examples:
+  edge-agent check -c /etc/edge-agent/config.yaml
+Exit status 0 when valid (a one-line summary is printed), 1 on any problem.
+Missing certificate or password files are reported as warnings: the config may be
+checked on a laptop before it goes to the gateway."""
+
+EPILOG_ONCE = """examples:
+  edge-agent once -c /etc/edge-agent/config.yaml
+  edge-agent once -c /etc/edge-agent/config.yaml --device dust-1
+Polls each device once and prints the decoded values with units. Publishes nothing and
+does not touch the buffer, so it is safe while the daemon is stopped for debugging.
+(Stop the daemon first if it owns the same serial port.)"""
+
+EPILOG_SIMULATE = """examples:
+  edge-agent simulate pty:1=renke-dust-all-in-one pty:2=generic-radar-level-80ghz
+  edge-agent simulate --tcp 127.0.0.1:5020 tcp:1=eastron-sdm630
+  edge-agent simulate --pty-dir /tmp/site pty:1=renke-dust-all-in-one --fault pty:1=bad_crc:0.1
+Slaves are LINE:UNIT=PROFILE. 'pty' slaves share one virtual RS-485 line (socat); the
+path the agent must open is printed. Faults: dead, exception, slow, bad_crc, garbage,
+optionally with a rate (fraction of requests)."""
+
+EPILOG_DEMO = """The demo starts a private mosquitto on a free loopback port, a simulated construction
+site (dust monitor and water-level gauge on one virtual RS-485 line, an energy meter on
+Modbus TCP) and the agent, then prints the readings as they arrive at the broker.
+Stop it with Ctrl-C."""
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from .config import load_config
+
+    return load_config(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        loaded = _load(args.config)
+    except SourceError as exc:
+        for p in exc.problems:
+            print(p)
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    for w in loaded.warnings:
+        print(f"{w.file}:{w.line}: {w.path}: warning: {w.message}")
+    cfg = loaded.config
+    print(f"{args.config}: OK: {len(cfg.buses)} buses, {len(cfg.devices)} devices, "
+          f"{loaded.points()} points, {len(cfg.uplinks)} uplinks")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        loaded = _load(args.config)
+    except SourceError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        print(f"edge-agent: not starting: {len(exc.problems)} problem(s) in {args.config}", file=sys.stderr)
+        return 1
+    _setup_logging(args.log_level or loaded.config.logging.level)
+    for w in loaded.warnings:
+        logging.getLogger("agent").info("%s:%d: %s: %s", w.file, w.line, w.path, w.message)
+    from .runtime import run_agent
+
+    asyncio.run(run_agent(loaded))
+    return 0
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    try:
+        loaded = _load(args.config)
+    except SourceError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
+    _setup_logging("error")
+    from .wiring import build_devices
+
+    if args.device and args.device not in loaded.config.devices:
+        from drivers.yamlsource import did_you_mean
+
+        print(f"unknown device '{args.device}'{did_you_mean(args.device, loaded.config.devices)}",
+              file=sys.stderr)
+        return 1
+    buses, devices = build_devices(loaded, only=args.device)
+
+    async def poll_all() -> int:
+        failed = 0
+        for dev_id, dev in devices.items():
+            cfg = loaded.config.devices[dev_id]
+            profile = loaded.profiles[dev_id]
+            where = f"unit {cfg.unit} on {cfg.bus}"
+            t0 = time.perf_counter()
+            try:
+                values = await dev.read()
+            except DriverError as exc:
+                failed += 1
+                print(f"{dev_id}  ({profile.name}, {where})  FAILED: {exc.status}: {exc}")
+                continue
+            ms = (time.perf_counter() - t0) * 1000
+            print(f"{dev_id}  ({profile.name}, {where})  ok in {ms:.0f} ms, "
+                  f"{len(dev.plan)} request(s)")
+            width = max(len(k) for k in values) if values else 0
+            for k, v in values.items():
+                unit = profile.unit_of(k)
+                print(f"  {k:<{width}}  {v}{(' ' + unit) if unit and unit != 'bool' else ''}")
+        for bus in buses.values():
+            await bus.close()
+        return 1 if failed else 0
+
+    return asyncio.run(poll_all())
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    _setup_logging("warning")
+    from .simulate import parse_slaves, serve
+
+    try:
+        plan = parse_slaves(args.slaves, args.fault or [])
+    except (ValueError, LookupError, SourceError) as exc:
+        print(f"edge-agent simulate: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(serve(plan, pty_dir=args.pty_dir, tcp=args.tcp, baudrate=args.baudrate,
+                      emulate_timing=args.emulate_timing, ready_file=args.ready_file))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(duration=args.duration, data_dir=args.data_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Polls field devices (Modbus RTU/TCP), keeps every reading in SQLite until a "
+                    "platform has acknowledged it, and publishes over MQTT.")
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("run", help="run the daemon in the foreground (what systemd runs)",
+                       epilog=EPILOG_RUN, formatter_class=fmt)
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                   help="override logging.level from the config")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate the config and every profile it references",
+                       epilog=EPILOG_CHECK, formatter_class=fmt)
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("once", help="poll once and print decoded values with units (publishes nothing)",
+                       epilog=EPILOG_ONCE, formatter_class=fmt)
+    p.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
+    p.add_argument("--device", metavar="ID", help="poll only this device")
+    p.set_defaults(func=cmd_once)
+
+    p = sub.add_parser("simulate", help="serve simulated devices built from catalog profiles",
+                       epilog=EPILOG_SIMULATE, formatter_class=fmt)
+    p.add_argument("slaves", nargs="+", metavar="LINE:UNIT=PROFILE")
+    p.add_argument("--pty-dir", metavar="DIR", help="where the pty links go (default: a temp dir)")
+    p.add_argument("--tcp", default="127.0.0.1:5020", metavar="HOST:PORT",
+                   help="address for tcp slaves (default 127.0.0.1:5020)")
+    p.add_argument("--baudrate", type=int, default=9600, help="serial speed of the virtual line")
+    p.add_argument("--emulate-timing", action="store_true",
+                   help="answer no faster than the wire would at --baudrate")
+    p.add_argument("--fault", action="append", metavar="LINE:UNIT=KIND[:RATE]",
+                   help="inject a fault: dead, exception, slow, bad_crc, garbage")
+    p.add_argument("--ready-file", metavar="FILE", help="write the served addresses here as JSON")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="the whole path on simulated devices, no hardware needed",
+                       epilog=EPILOG_DEMO, formatter_class=fmt)
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument("--data-dir", metavar="DIR", help="where the demo's buffer goes (default: temp)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

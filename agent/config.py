@@ -1,0 +1,282 @@
+"""The configuration: one YAML file, validated by these models (unknown keys forbidden).
+
+``load_config`` returns the validated config with every device's profile resolved, or
+raises :class:`SourceError` listing each problem as ``FILE:LINE: dotted.path: message``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from drivers.catalog import catalog, looks_like_path, resolve_profile
+from drivers.profile import Profile
+from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_source, validate
+
+from .units import Duration, Size
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Gateway(Strict):
+    id: Id = Field(description="gateway id, used in topics and payloads")
+    data_dir: str = Field("/var/lib/edge-agent", description="where the SQLite buffer lives")
+    location: str | None = Field(None, description="free text or 'lat,lon' published in metadata")
+
+
+class BusCommon(Strict):
+    timeout: Duration = Field(0.5, description="per-request timeout")
+    retries: Annotated[int, Field(ge=0, le=5)] = Field(1, description="retries per request")
+    inter_frame_delay: Duration | None = Field(
+        None, description="silence after each transaction (default: 3.5 characters on serial, 0 on TCP)")
+
+
+class SerialBus(BusCommon):
+    type: Literal["serial"]
+    port: str = Field(description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class TcpBus(BusCommon):
+    type: Literal["tcp"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+
+
+class RtuOverTcpBus(BusCommon):
+    type: Literal["rtu-over-tcp"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+
+
+Bus = Annotated[SerialBus | TcpBus | RtuOverTcpBus, Field(discriminator="type")]
+
+
+class Device(Strict):
+    bus: str = Field(description="id of a bus in 'buses'")
+    unit: Annotated[int, Field(ge=0, le=247)] | None = Field(None, description="Modbus unit id")
+    address: str | None = Field(None, description="DL/T 645 meter address (12 digits)")
+    profile: str = Field(description="catalog profile name, or a path to a profile YAML file")
+    interval: Duration = Field(10.0, description="poll interval")
+    location: str | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _address(self) -> Device:
+        if self.unit is None and self.address is None:
+            raise ValueError("a device needs 'unit' (Modbus) or 'address' (DL/T 645)")
+        if self.interval < 0.1:
+            raise ValueError("interval must be at least 100ms")
+        return self
+
+
+class Tls(Strict):
+    ca: str | None = Field(None, description="CA bundle that signs the broker; default: system CAs")
+    cert: str | None = Field(None, description="client certificate (mutual TLS)")
+    key: str | None = Field(None, description="client private key (mutual TLS)")
+    insecure: bool = Field(False, description="skip hostname verification (never in production)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> Tls:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("mutual TLS needs both 'cert' and 'key'")
+        return self
+
+
+class Topics(Strict):
+    telemetry: str | None = None
+    meta: str | None = None
+    status: str | None = None
+
+
+class MqttUplink(Strict):
+    type: Literal["mqtt"]
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        None, description="default 8883 with TLS, 1883 without")
+    tls: Tls | bool | None = Field(
+        None, description="TLS settings; default: on for every host that is not loopback")
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="MQTT version; only v5 reports a refused publish (e.g. ACL denial)")
+    client_id: str | None = None
+    username: str | None = None
+    password_file: str | None = None
+    password_env: str | None = None
+    topic_prefix: str = "edge"
+    topics: Topics = Field(default_factory=Topics)
+    format: Literal["native", "thingsboard"] = "native"
+    keepalive: Duration = 30.0
+    max_inflight: Annotated[int, Field(ge=1, le=1000)] = 20
+    ack_timeout: Duration = Field(
+        20.0, description="reconnect when the oldest unacknowledged publish is older than this")
+    live_batch: Annotated[int, Field(ge=1, le=100)] = 10
+    backlog_batch: Annotated[int, Field(ge=1, le=10000)] = 500
+    backlog_rate: Annotated[float, Field(ge=0)] = Field(
+        50000, description="backlog readings per second at most (0: unlimited)")
+    reconnect_min: Duration = 1.0
+    reconnect_max: Duration = 60.0
+
+    @model_validator(mode="after")
+    def _secrets(self) -> MqttUplink:
+        if self.password_file and self.password_env:
+            raise ValueError("give 'password_file' or 'password_env', not both")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        if self.tls is None:
+            return not is_loopback(self.host)
+        return self.tls is not False
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls_enabled else 1883)
+
+
+Uplink = Annotated[MqttUplink, Field(discriminator="type")]
+
+
+class Buffer(Strict):
+    max_bytes: Size = Field(256 * 1024**2, description="cap on the buffer, WAL included")
+    commit_interval: Duration = Field(0.25, description="group commit period (at most 250ms)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Buffer:
+        if self.max_bytes < 256 * 1024:
+            raise ValueError("max_bytes must be at least 256KiB")
+        if not 0.001 <= self.commit_interval <= 0.25:
+            raise ValueError("commit_interval must be between 1ms and 250ms")
+        return self
+
+
+class Logging(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(Strict):
+    gateway: Gateway
+    buses: dict[Id, Bus] = Field(default_factory=dict)
+    devices: dict[Id, Device] = Field(default_factory=dict)
+    uplinks: dict[Id, Uplink] = Field(default_factory=dict)
+    buffer: Buffer = Field(default_factory=Buffer)
+    logging: Logging = Field(default_factory=Logging)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(slots=True)
+class LoadedConfig:
+    config: Config
+    file: Path
+    profiles: dict[str, Profile]  # device id → profile
+    warnings: list[Problem]
+    text: str
+
+    def points(self) -> int:
+        return sum(len(p.points) for p in self.profiles.values())
+
+
+def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Profile], list[Problem], list[Problem]]:
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    profiles: dict[str, Profile] = {}
+    f = source.file
+    for dev_id, dev in cfg.devices.items():
+        path = ("devices", dev_id)
+        bus = cfg.buses.get(dev.bus)
+        if bus is None:
+            problems.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
+                                    f"unknown bus '{dev.bus}'{did_you_mean(dev.bus, cfg.buses)}"))
+        try:
+            profile = resolve_profile(dev.profile, base)
+        except LookupError as exc:
+            problems.append(Problem(f, source.line_of((*path, "profile")), f"devices.{dev_id}.profile",
+                                    str(exc.args[0])))
+            continue
+        except SourceError as exc:
+            problems.append(Problem(f, source.line_of((*path, "profile")), f"devices.{dev_id}.profile",
+                                    f"profile '{dev.profile}' is invalid:"))
+            problems.extend(exc.problems)
+            continue
+        profiles[dev_id] = profile
+        if profile.protocol == "modbus" and dev.unit is None:
+            problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.unit",
+                                    f"profile {profile.name} is Modbus: 'unit' is required"))
+        if profile.protocol == "dlt645":
+            if dev.address is None:
+                problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.address",
+                                        f"profile {profile.name} is DL/T 645: 'address' is required"))
+            if bus is not None and bus.type != "serial":
+                problems.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
+                                        "DL/T 645 meters need a serial bus"))
+        if isinstance(bus, SerialBus) and profile.serial and profile.serial.baudrate != bus.baudrate:
+            warnings.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
+                                    f"profile {profile.name} defaults to {profile.serial.baudrate} baud, "
+                                    f"bus {dev.bus} runs at {bus.baudrate}"))
+    seen: dict[tuple[str, int], str] = {}
+    for dev_id, dev in cfg.devices.items():
+        if dev.unit is None:
+            continue
+        slot = (dev.bus, dev.unit)
+        if slot in seen:
+            problems.append(Problem(f, source.line_of(("devices", dev_id, "unit")), f"devices.{dev_id}.unit",
+                                    f"unit {dev.unit} on bus {dev.bus} is already device {seen[slot]}"))
+        seen[slot] = dev_id
+    for up_id, up in cfg.uplinks.items():
+        path = ("uplinks", up_id)
+        files: list[tuple[str, str | None]] = [("password_file", up.password_file)]
+        if isinstance(up.tls, Tls):
+            files += [("tls.ca", up.tls.ca), ("tls.cert", up.tls.cert), ("tls.key", up.tls.key)]
+        for key, name in files:
+            if name and not (base / name).exists():
+                warnings.append(Problem(f, source.line_of((*path, *key.split("."))),
+                                        f"uplinks.{up_id}.{key}", f"file not found: {name}"))
+        if up.tls is False and not is_loopback(up.host):
+            warnings.append(Problem(f, source.line_of((*path, "tls")), f"uplinks.{up_id}.tls",
+                                    "TLS is off for a host that is not loopback: credentials and data travel in clear"))
+    return profiles, problems, warnings
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Load, validate and cross-check a config file. Raises SourceError on any problem."""
+    source = load_source(path)
+    cfg: Config = validate(Config, source)
+    base = Path(path).resolve().parent
+    profiles, problems, warnings = _cross_check(cfg, source, base)
+    if problems:
+        raise SourceError(problems)
+    return LoadedConfig(cfg, Path(path), profiles, warnings, Path(path).read_text(encoding="utf-8"))
+
+
+def known_profile_names() -> list[str]:
+    return sorted(catalog())
+
+
+__all__ = [
+    "Config",
+    "LoadedConfig",
+    "MqttUplink",
+    "RtuOverTcpBus",
+    "SerialBus",
+    "TcpBus",
+    "load_config",
+    "looks_like_path",
+]

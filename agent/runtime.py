@@ -1,0 +1,86 @@
+"""The running agent: pollers → outbox → uplinks, and an orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+from pathlib import Path
+
+from buffer.outbox import Outbox
+from drivers.reading import Reading
+
+from . import __version__
+from .config import LoadedConfig
+from .scheduler import DevicePoller
+from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
+from .wiring import build_devices, device_metadata
+
+log = logging.getLogger(__name__)
+
+
+def config_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None) -> None:
+    """Build the agent inside the running event loop (the Modbus clients need it) and run it."""
+    await Agent(loaded).run(stop)
+
+
+class Agent:
+    """Must be created inside a running event loop."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        cfg = loaded.config
+        data_dir = Path(cfg.gateway.data_dir)
+        if not data_dir.is_absolute():
+            data_dir = loaded.file.resolve().parent / data_dir
+        self.data_dir = data_dir
+        self.outbox = Outbox(data_dir / "outbox.db", list(cfg.uplinks), max_bytes=cfg.buffer.max_bytes,
+                             commit_interval=cfg.buffer.commit_interval)
+        self.buses, self.devices = build_devices(loaded)
+        info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
+                           int(time.time() * 1000), device_metadata(loaded))
+        base = loaded.file.resolve().parent
+        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base)
+                        for name, up in cfg.uplinks.items()]
+        self.pollers = [
+            DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
+            for dev_id, dev in self.devices.items()
+        ]
+
+    def submit(self, reading: Reading) -> None:
+        self.outbox.submit(reading)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        self.outbox.start()
+        for up in self.uplinks:
+            up.start()
+        cfg = self.loaded.config
+        log.info("edge-agent %s: gateway %s, %d buses, %d devices, %d uplinks, buffer %s",
+                 __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
+                 self.outbox.path)
+        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers]
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping: flushing the buffer")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for bus in self.buses.values():
+                await bus.close()
+            self.outbox.sync()
+            for up in self.uplinks:
+                up.stop()
+            self.outbox.close()

@@ -1,0 +1,55 @@
+"""From a validated config to live parts: buses, devices and their read functions."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from drivers.modbus.bus import ModbusBus
+from drivers.modbus.device import ModbusDevice
+from drivers.reading import Value
+
+from .config import LoadedConfig, RtuOverTcpBus, SerialBus, TcpBus
+
+ReadFn = Callable[[], Awaitable[dict[str, Value]]]
+
+
+def build_bus(name: str, bus: SerialBus | TcpBus | RtuOverTcpBus) -> ModbusBus:
+    if isinstance(bus, SerialBus):
+        return ModbusBus(name, "serial", port=bus.port, baudrate=bus.baudrate, parity=bus.parity,
+                         stopbits=bus.stopbits, bytesize=bus.bytesize, timeout=bus.timeout,
+                         retries=bus.retries, inter_frame_delay=bus.inter_frame_delay)
+    return ModbusBus(name, bus.type, host=bus.host, tcp_port=bus.port, timeout=bus.timeout,
+                     retries=bus.retries, inter_frame_delay=bus.inter_frame_delay)
+
+
+def build_devices(loaded: LoadedConfig, only: str | None = None
+                  ) -> tuple[dict[str, ModbusBus], dict[str, ModbusDevice]]:
+    """One bus object per configured bus (its single owner), one driver per enabled device."""
+    cfg = loaded.config
+    buses = {name: build_bus(name, b) for name, b in cfg.buses.items()}
+    devices: dict[str, ModbusDevice] = {}
+    for dev_id, dev in cfg.devices.items():
+        if not dev.enabled or (only is not None and dev_id != only):
+            continue
+        profile = loaded.profiles[dev_id]
+        if profile.protocol != "modbus":
+            raise NotImplementedError(f"device {dev_id}: protocol {profile.protocol} has no driver yet")
+        assert dev.unit is not None
+        devices[dev_id] = ModbusDevice(buses[dev.bus], dev.unit, profile)
+    return buses, devices
+
+
+def device_metadata(loaded: LoadedConfig) -> dict[str, dict[str, object]]:
+    """What a platform needs to read values without the catalog: profile, units, location."""
+    out: dict[str, dict[str, object]] = {}
+    for dev_id, dev in loaded.config.devices.items():
+        if not dev.enabled:
+            continue
+        p = loaded.profiles[dev_id]
+        meta: dict[str, object] = {"device": dev_id, "profile": p.name, "vendor": p.vendor,
+                                   "model": p.model, "interval_s": dev.interval, "units": p.units()}
+        location = dev.location or loaded.config.gateway.location
+        if location:
+            meta["location"] = location
+        out[dev_id] = meta
+    return out

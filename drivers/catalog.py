@@ -1,0 +1,56 @@
+"""The device catalog: profiles shipped under ``drivers/profiles/<vendor>/<model>.yaml``.
+
+A config names a profile by catalog name or by a path to a YAML file; both resolve here.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from .profile import Profile
+from .yamlsource import Problem, SourceError, did_you_mean, load_source, validate
+
+CATALOG_DIR = Path(__file__).parent / "profiles"
+
+
+def load_profile_file(path: str | Path) -> Profile:
+    """Load and validate one profile file. Raises SourceError with located problems."""
+    source = load_source(path)
+    profile: Profile = validate(Profile, source)
+    return profile
+
+
+@cache
+def catalog() -> dict[str, Path]:
+    """Catalog name → file, for every profile shipped with the agent."""
+    out: dict[str, Path] = {}
+    for path in sorted(CATALOG_DIR.rglob("*.yaml")):
+        if path.name.endswith(".fixture.yaml"):
+            continue
+        out[load_profile_file(path).name] = path
+    return out
+
+
+def looks_like_path(ref: str) -> bool:
+    return "/" in ref or ref.endswith((".yaml", ".yml"))
+
+
+def resolve_profile(ref: str, base_dir: Path | None = None) -> Profile:
+    """A profile by catalog name, or by path (relative to ``base_dir``, the config's folder)."""
+    if looks_like_path(ref):
+        path = Path(ref)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.exists():
+            raise SourceError([Problem(str(path), 0, "", "profile file not found")])
+        return load_profile_file(path)
+    names = catalog()
+    if ref not in names:
+        raise LookupError(f"unknown profile '{ref}'{did_you_mean(ref, names)}")
+    return _cached_catalog_profile(ref)
+
+
+@cache
+def _cached_catalog_profile(name: str) -> Profile:
+    return load_profile_file(catalog()[name])

@@ -1,0 +1,149 @@
+"""Data types as one table: struct code, register count and what each type allows.
+
+Validation of profiles (which options a point may carry) and decoding both derive from
+``TYPES``; nothing else in the code base lists the types.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import DecodeError, ShortFrame
+
+Order = Literal["big", "little"]
+Table = Literal["coil", "discrete", "holding", "input"]
+BIT_TABLES: frozenset[str] = frozenset({"coil", "discrete"})
+REGISTER_TABLES: frozenset[str] = frozenset({"holding", "input"})
+
+
+@dataclass(frozen=True, slots=True)
+class DataType:
+    name: str
+    struct_code: str | None  # None: not a struct-packed number (bool, bit, string)
+    registers: int | None  # registers per value; None: from the point's ``length``
+    numeric: bool  # scale and offset allowed
+    tables: frozenset[str]
+    needs_length: bool = False
+    needs_bit: bool = False
+
+
+TYPES: dict[str, DataType] = {
+    t.name: t
+    for t in (
+        DataType("bool", None, 1, False, BIT_TABLES),
+        DataType("bit", None, 1, False, REGISTER_TABLES, needs_bit=True),
+        DataType("uint16", "H", 1, True, REGISTER_TABLES),
+        DataType("int16", "h", 1, True, REGISTER_TABLES),
+        DataType("uint32", "I", 2, True, REGISTER_TABLES),
+        DataType("int32", "i", 2, True, REGISTER_TABLES),
+        DataType("uint64", "Q", 4, True, REGISTER_TABLES),
+        DataType("int64", "q", 4, True, REGISTER_TABLES),
+        DataType("float32", "f", 2, True, REGISTER_TABLES),
+        DataType("float64", "d", 4, True, REGISTER_TABLES),
+        DataType("string", None, None, False, REGISTER_TABLES, needs_length=True),
+    )
+}
+
+
+def register_count(type_name: str, length: int | None = None) -> int:
+    """How many registers (or bits, for bit tables) one value of this type spans."""
+    t = TYPES[type_name]
+    if t.registers is not None:
+        return t.registers
+    if length is None or length < 1:
+        raise ValueError(f"type {type_name} needs a length in registers")
+    return length
+
+
+def words_to_bytes(words: list[int], byte_order: Order, word_order: Order) -> bytes:
+    """Registers as the bytes of one big-endian value, applying byte and word order."""
+    if word_order == "little":
+        words = words[::-1]
+    endian: Literal["big", "little"] = "big" if byte_order == "big" else "little"
+    return b"".join((w & 0xFFFF).to_bytes(2, endian) for w in words)
+
+
+def bytes_to_words(data: bytes, byte_order: Order, word_order: Order) -> list[int]:
+    """Inverse of :func:`words_to_bytes`."""
+    endian: Literal["big", "little"] = "big" if byte_order == "big" else "little"
+    words = [int.from_bytes(data[i : i + 2], endian) for i in range(0, len(data), 2)]
+    return words[::-1] if word_order == "little" else words
+
+
+def apply_scale(raw: int | float, scale: float, offset: float) -> int | float:
+    if scale == 1 and offset == 0:
+        return raw
+    value = raw * scale + offset
+    # 253 * 0.1 is 25.300000000000001 in binary; the device meant 25.3.
+    return round(value, 9)
+
+
+def decode(
+    words: list[int] | list[bool],
+    type_name: str,
+    *,
+    byte_order: Order = "big",
+    word_order: Order = "big",
+    scale: float = 1.0,
+    offset: float = 0.0,
+    length: int | None = None,
+    bit: int | None = None,
+) -> int | float | bool | str:
+    """Decode the registers (or bits) of one point. Raises a typed error, never guesses."""
+    t = TYPES[type_name]
+    n = register_count(type_name, length)
+    if len(words) < n:
+        raise ShortFrame(f"{type_name} needs {n} registers, got {len(words)}")
+    words = words[:n]
+    if t.name == "bool":
+        return bool(words[0])
+    if t.name == "bit":
+        assert bit is not None
+        return bool((int(words[0]) >> bit) & 1)
+    raw = words_to_bytes([int(w) for w in words], byte_order, word_order)
+    if t.name == "string":
+        return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
+    assert t.struct_code is not None
+    value = struct.unpack(">" + t.struct_code, raw)[0]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DecodeError(f"{type_name} is not a finite number ({value})")
+    return apply_scale(value, scale, offset)
+
+
+def encode(
+    value: int | float | bool | str,
+    type_name: str,
+    *,
+    byte_order: Order = "big",
+    word_order: Order = "big",
+    scale: float = 1.0,
+    offset: float = 0.0,
+    length: int | None = None,
+    bit: int | None = None,
+) -> list[int]:
+    """The registers a device would hold for ``value`` (the simulator and fixtures use it).
+
+    For ``bool`` the result is ``[0|1]``; for ``bit`` the single bit set in a word.
+    """
+    t = TYPES[type_name]
+    if t.name == "bool":
+        return [1 if value else 0]
+    if t.name == "bit":
+        assert bit is not None
+        return [(1 << bit) if value else 0]
+    if t.name == "string":
+        n = register_count(type_name, length)
+        data = str(value).encode("ascii")[: n * 2].ljust(n * 2, b"\x00")
+        return bytes_to_words(data, byte_order, word_order)
+    assert t.struct_code is not None
+    raw = (float(value) - offset) / scale if (scale != 1 or offset != 0) else value
+    if t.struct_code in "fd":
+        packed = struct.pack(">" + t.struct_code, float(raw))
+    else:
+        bits = 8 * struct.calcsize(t.struct_code)
+        lo, hi = (0, 2**bits - 1) if t.struct_code.isupper() else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        packed = struct.pack(">" + t.struct_code, max(lo, min(hi, round(float(raw)))))
+    return bytes_to_words(packed, byte_order, word_order)
