@@ -201,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     p.add_argument("--data-dir", metavar="DIR", help="where the demo's buffer goes (default: temp)")
     p.set_defaults(func=cmd_demo)
+
+    from .commands import register_all
+
+    register_all(sub)
     return parser
 
 

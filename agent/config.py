@@ -41,23 +41,24 @@ class BusCommon(Strict):
 
 class SerialBus(BusCommon):
     type: Literal["serial"]
-    port: str = Field(description="serial device, e.g. /dev/ttyUSB0")
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
-    parity: Literal["N", "E", "O"] = "N"
+    port: str = Field(description="serial device, e.g. /dev/ttyUSB0 (stable: /dev/serial/by-id/...)")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = Field(
+        9600, description="every slave on the line must use the same speed")
+    parity: Literal["N", "E", "O"] = Field("N", description="none, even or odd")
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
 
 
 class TcpBus(BusCommon):
     type: Literal["tcp"]
-    host: str
+    host: str = Field(description="Modbus TCP device or gateway")
     port: Annotated[int, Field(ge=1, le=65535)] = 502
 
 
 class RtuOverTcpBus(BusCommon):
     type: Literal["rtu-over-tcp"]
-    host: str
-    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    host: str = Field(description="the serial-to-Ethernet converter")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(502, description="its TCP port (transparent mode)")
 
 
 Bus = Annotated[SerialBus | TcpBus | RtuOverTcpBus, Field(discriminator="type")]
@@ -69,8 +70,8 @@ class Device(Strict):
     address: str | None = Field(None, description="DL/T 645 meter address (12 digits)")
     profile: str = Field(description="catalog profile name, or a path to a profile YAML file")
     interval: Duration = Field(10.0, description="poll interval")
-    location: str | None = None
-    enabled: bool = True
+    location: str | None = Field(None, description="published in the device's metadata")
+    enabled: bool = Field(True, description="false: keep the entry but do not poll")
 
     @model_validator(mode="after")
     def _address(self) -> Device:
@@ -95,9 +96,9 @@ class Tls(Strict):
 
 
 class Topics(Strict):
-    telemetry: str | None = None
-    meta: str | None = None
-    status: str | None = None
+    telemetry: str | None = Field(None, description="native: {prefix}/{gateway}/up/{device}")
+    meta: str | None = Field(None, description="native: {prefix}/{gateway}/meta/{device} (retained)")
+    status: str | None = Field(None, description="{prefix}/{gateway}/status (retained birth and will)")
 
 
 class MqttUplink(Strict):
@@ -109,23 +110,25 @@ class MqttUplink(Strict):
         None, description="TLS settings; default: on for every host that is not loopback")
     protocol: Literal["5", "3.1.1"] = Field(
         "5", description="MQTT version; only v5 reports a refused publish (e.g. ACL denial)")
-    client_id: str | None = None
+    client_id: str | None = Field(None, description="default: <gateway id>-<uplink id>")
     username: str | None = None
-    password_file: str | None = None
-    password_env: str | None = None
-    topic_prefix: str = "edge"
-    topics: Topics = Field(default_factory=Topics)
-    format: Literal["native", "thingsboard"] = "native"
+    password_file: str | None = Field(None, description="file holding the password (never logged)")
+    password_env: str | None = Field(None, description="environment variable holding the password")
+    topic_prefix: str = Field("edge", description="{prefix} in topic templates")
+    topics: Topics = Field(default_factory=Topics, description="topic templates (defaults per format)")
+    format: Literal["native", "thingsboard"] = Field("native", description="payload format")
     keepalive: Duration = 30.0
-    max_inflight: Annotated[int, Field(ge=1, le=1000)] = 20
+    max_inflight: Annotated[int, Field(ge=1, le=1000)] = Field(
+        20, description="messages handed to the MQTT client before a PUBACK")
     ack_timeout: Duration = Field(
         20.0, description="reconnect when the oldest unacknowledged publish is older than this")
-    live_batch: Annotated[int, Field(ge=1, le=100)] = 10
-    backlog_batch: Annotated[int, Field(ge=1, le=10000)] = 500
+    live_batch: Annotated[int, Field(ge=1, le=100)] = Field(10, description="live readings per message at most")
+    backlog_batch: Annotated[int, Field(ge=1, le=10000)] = Field(
+        500, description="readings per message when catching up after an outage")
     backlog_rate: Annotated[float, Field(ge=0)] = Field(
         50000, description="backlog readings per second at most (0: unlimited)")
-    reconnect_min: Duration = 1.0
-    reconnect_max: Duration = 60.0
+    reconnect_min: Duration = Field(1.0, description="first reconnect delay (exponential, with jitter)")
+    reconnect_max: Duration = Field(60.0, description="longest reconnect delay")
 
     @model_validator(mode="after")
     def _secrets(self) -> MqttUplink:
@@ -161,7 +164,7 @@ class Buffer(Strict):
 
 
 class Logging(Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
 
 class Config(Strict):

@@ -33,7 +33,7 @@ class LocalBroker:
     """
 
     def __init__(self, port: int | None = None, extra: str = "", workdir: Path | None = None,
-                 anonymous: bool = True, default_listener: bool = True) -> None:
+                 anonymous: bool = True, default_listener: bool = True, persistent: bool = False) -> None:
         exe = find_mosquitto()
         if exe is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
@@ -44,8 +44,9 @@ class LocalBroker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf = self.dir / "mosquitto.conf"
         self.log = self.dir / "mosquitto.log"
-        lines = ["persistence false", f"log_dest file {self.log}", "log_type error",
-                 "log_type warning", "log_type notice"]
+        # persistent: sessions and queued QoS 1 messages survive a restart (saved on SIGTERM)
+        lines = [f"persistence {'true' if persistent else 'false'}", f"persistence_location {self.dir}/",
+                 f"log_dest file {self.log}", "log_type error", "log_type warning", "log_type notice"]
         if default_listener:
             lines += [f"listener {self.port} {self.host}", f"allow_anonymous {'true' if anonymous else 'false'}"]
         self.conf.write_text("\n".join(lines) + "\n" + extra + "\n")

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 FC_TABLE = {1: "coil", 2: "discrete", 3: "holding", 4: "input", 5: "coil", 6: "holding",
             15: "coil", 16: "holding"}
+HISTORY = 2000  # values kept per point, so tests can check what was served
 Fault = Literal["none", "dead", "exception", "slow", "bad_crc", "garbage"]
 
 
@@ -44,6 +46,7 @@ class SimSlave:
     fault_rate: float = 1.0  # fraction of requests the fault applies to
     requests: int = 0
     served: dict[str, float | bool | str] = field(default_factory=dict)
+    history: dict[str, deque[float | bool | str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed or self.unit)
@@ -75,6 +78,7 @@ class SimSlave:
                 continue
             value = sim.value(now)
             self.served[name] = value
+            self.history.setdefault(name, deque(maxlen=HISTORY)).append(value)
             byte_order, word_order = self.profile.order_of(p)
             regs = encode(value, p.type_name, byte_order=byte_order, word_order=word_order,
                           scale=p.scale, offset=p.offset, length=p.length, bit=p.bit)
@@ -86,9 +90,22 @@ class SimSlave:
             return [bool(w) for w in words]
         return words
 
-    def expected(self, name: str) -> float | bool | str:
-        """The value last served for a point, as the device meant it (before encoding)."""
-        return self.served[name]
+    def was_served(self, name: str, value: float | bool | str, rel: float = 1e-5) -> bool:
+        """Whether ``value`` is one the slave served for point ``name`` (float32 tolerance)."""
+        for v in self.history.get(name, ()):
+            if isinstance(v, str) or isinstance(value, str) or isinstance(v, bool):
+                if v == value:
+                    return True
+            elif abs(float(v) - float(value)) <= max(abs(float(v)) * rel, self._resolution(name)):
+                return True
+        return False
+
+    def _resolution(self, name: str) -> float:
+        """What the register encoding can represent: an integer register step times the scale."""
+        p = self.profile.points[name]
+        if p.type_name in ("float32", "float64"):
+            return 1e-6
+        return abs(p.scale) * 0.5 + 1e-9
 
 
 class SimContext:

@@ -1,0 +1,136 @@
+"""Generated documentation: the config JSON Schema and the config reference.
+
+``python -m agent.docs`` writes them; tests/test_docs.py fails when the committed files
+differ from what the models generate, so the docs cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = ROOT / "config" / "schema.json"
+REFERENCE_PATH = ROOT / "docs" / "config-reference.md"
+
+SECTIONS: list[tuple[str, type[BaseModel], str]] = [
+    ("gateway", Gateway, "The gateway itself."),
+    ("buses.<id> (type: serial)", SerialBus, "Modbus RTU on an RS-485 port."),
+    ("buses.<id> (type: tcp)", TcpBus, "Modbus TCP."),
+    ("buses.<id> (type: rtu-over-tcp)", RtuOverTcpBus,
+     "Modbus RTU frames through a serial-to-Ethernet converter (DTU)."),
+    ("devices.<id>", Device, "One field device: which bus, which address, which profile."),
+    ("uplinks.<id> (type: mqtt)", MqttUplink, "One platform's MQTT broker."),
+    ("uplinks.<id>.tls", Tls, "TLS settings of an uplink."),
+    ("uplinks.<id>.topics", Topics,
+     "Topic templates; `{prefix}`, `{gateway}`, `{device}` and `{profile}` are filled in."),
+    ("buffer", Buffer, "The SQLite store-and-forward buffer."),
+    ("logging", Logging, "Log output (to stderr; journald under systemd)."),
+]
+
+
+def schema_text() -> str:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edge-agent configuration"
+    return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def _field_type(field: FieldInfo) -> str:
+    for meta in field.metadata:
+        schema = getattr(meta, "json_schema", None)
+        if isinstance(schema, dict) and "pattern" in schema:
+            kind = "duration" if "ms" in schema["pattern"] else "size"
+            return kind if field.is_required() or field.default is not None else f"{kind} or null"
+    return _type_name(field.annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        args = get_args(annotation)
+        for meta in args[1:]:
+            schema = getattr(meta, "json_schema", None)
+            if isinstance(schema, dict) and "pattern" in schema:
+                return "duration" if "ms" in schema["pattern"] else "size"
+        return _type_name(args[0])
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(annotation) if a is not type(None))
+    if origin is dict:
+        return "mapping"
+    if isinstance(annotation, type):
+        if issubclass(annotation, BaseModel):
+            return "mapping"
+        return {"str": "text", "int": "integer", "float": "number", "bool": "true/false"}.get(
+            annotation.__name__, annotation.__name__)
+    return str(annotation)
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "**required**"
+    if field.default_factory is not None:
+        return "(see below)"
+    value = field.default
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float) and any(getattr(m, "json_schema", None) for m in field.metadata):
+        from .units import format_duration
+
+        return f"`{format_duration(value)}`"
+    if isinstance(value, int) and value >= 1024 * 1024 and value % (1024 * 1024) == 0:
+        return f"`{value // (1024 * 1024)}MiB`"
+    return f"`{value}`"
+
+
+def reference_text() -> str:
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the models in `agent/config.py` by `make docs`; a test fails when this",
+        "file and the code disagree. One YAML file; unknown keys are errors (`edge-agent check`",
+        "names the file, line and key, and suggests the closest valid key). Durations accept",
+        "`500ms`, `10s`, `5m`, `1h`; sizes accept `KiB`, `MiB`, `GiB`. The machine-readable form",
+        "is [config/schema.json](../config/schema.json).",
+        "",
+    ]
+    for title, model, blurb in SECTIONS:
+        out += [f"## `{title}`", "", blurb, "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        fields = sorted(model.model_fields.items(), key=lambda kv: kv[0] != "type")
+        for name, field in fields:
+            desc = (field.description or "").replace("|", "\\|")
+            out.append(f"| `{name}` | {_field_type(field)} | {_default(field)} | {desc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_all() -> list[Path]:
+    written = []
+    for path, text in ((SCHEMA_PATH, schema_text()), (REFERENCE_PATH, reference_text())):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    try:
+        from drivers.catalog_doc import SUPPORTED_DEVICES_PATH, render_supported_devices  # type: ignore[attr-defined]
+    except ImportError:
+        return written
+    SUPPORTED_DEVICES_PATH.write_text(render_supported_devices(), encoding="utf-8")
+    written.append(SUPPORTED_DEVICES_PATH)
+    return written
+
+
+if __name__ == "__main__":
+    for p in write_all():
+        print(f"wrote {p.relative_to(ROOT)}")

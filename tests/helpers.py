@@ -1,0 +1,215 @@
+"""Real parts for the tests: simulated slaves in a thread, an MQTT collector, the agent process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.localbroker import free_port
+from drivers.catalog import resolve_profile
+from drivers.simulator.modbus_server import SimContext, SimSlave, start_serial_server, start_tcp_server
+from drivers.simulator.pty import PtyPair
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class SimulatorThread:
+    """Simulated Modbus slaves on a pty pair and/or TCP, served from their own event loop."""
+
+    def __init__(self, pty: dict[int, str] | None = None, tcp: dict[int, str] | None = None,
+                 baudrate: int = 9600, emulate_timing: bool = False) -> None:
+        self.pty_slaves = [SimSlave(unit=u, profile=resolve_profile(p)) for u, p in (pty or {}).items()]
+        self.tcp_slaves = [SimSlave(unit=u, profile=resolve_profile(p)) for u, p in (tcp or {}).items()]
+        self.baudrate = baudrate
+        self.emulate_timing = emulate_timing
+        self.tcp_port = free_port()
+        self.pair: PtyPair | None = PtyPair() if self.pty_slaves else None
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._servers: list[Any] = []
+        self._error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def serial_port(self) -> str:
+        assert self.pair is not None
+        return self.pair.agent_end
+
+    def slave(self, line: str, unit: int) -> SimSlave:
+        slaves = self.pty_slaves if line == "pty" else self.tcp_slaves
+        return next(s for s in slaves if s.unit == unit)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        if self.pty_slaves:
+            assert self.pair is not None
+            ctx = SimContext(self.pty_slaves, self.baudrate if self.emulate_timing else None)
+            self._servers.append(await start_serial_server(self.pair.device_end, ctx, baudrate=self.baudrate))
+        if self.tcp_slaves:
+            self._servers.append(await start_tcp_server("127.0.0.1", self.tcp_port, SimContext(self.tcp_slaves)))
+
+    def start(self) -> SimulatorThread:
+        self.thread.start()
+        self._ready.wait(10)
+        if self._error:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            for s in self._servers:
+                await s.shutdown()
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(5)
+        if self.pair:
+            self.pair.close()
+
+
+@dataclass
+class Received:
+    device: str
+    seq: int
+    ts: int
+    status: str
+    values: dict[str, Any]
+    topic: str
+
+
+@dataclass
+class Collector:
+    """A platform stand-in: subscribes to the gateway's topics with a persistent session."""
+
+    host: str
+    port: int
+    topic: str = "edge/#"
+    client_id: str = "test-platform"
+    readings: list[Received] = field(default_factory=list)
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status: list[dict[str, Any]] = field(default_factory=list)
+    raw: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                  protocol=mqtt.MQTTv5)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 1)
+
+    def start(self) -> Collector:
+        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect(self.host, self.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        wait_for(lambda: self.client.is_connected(), 10, "the collector to connect")
+        return self
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+    def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.raw.append((msg.topic, msg.payload))
+            try:
+                body = json.loads(msg.payload)
+            except ValueError:
+                return
+            parts = msg.topic.split("/")
+            if len(parts) >= 4 and parts[2] == "up":
+                for r in body["readings"]:
+                    self.readings.append(Received(body["device"], r["seq"], r["ts"], r["status"],
+                                                  r.get("values", {}), msg.topic))
+            elif len(parts) >= 4 and parts[2] == "meta":
+                self.meta[parts[3]] = body
+            elif len(parts) == 3 and parts[2] == "status":
+                self.status.append(body)
+
+    def seqs(self) -> list[int]:
+        with self.lock:
+            return [r.seq for r in self.readings]
+
+    def by_device(self, device: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.readings if r.device == device]
+
+
+class AgentProcess:
+    """``edge-agent run -c FILE`` as a real process."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self._log.close()
+        return rc
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def write_config(path: Path, *, gateway: str = "site-test", data_dir: Path, buses: dict[str, str],
+                 devices: dict[str, str], uplinks: str, extra: str = "") -> Path:
+    lines = ["gateway:", f"  id: {gateway}", f"  data_dir: {data_dir}", "buses:"]
+    lines += [f"  {k}: {v}" for k, v in buses.items()]
+    lines += ["devices:"] + [f"  {k}: {v}" for k, v in devices.items()]
+    lines += ["uplinks:", uplinks.rstrip("\n")]
+    if extra:
+        lines.append(extra.rstrip("\n"))
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,50 @@
+"""The docs technicians read are generated or checked here, so they cannot drift from the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from agent.cli import build_parser
+from agent.docs import REFERENCE_PATH, SCHEMA_PATH, reference_text, schema_text
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_config_schema_is_generated_from_the_models() -> None:
+    assert SCHEMA_PATH.read_text() == schema_text(), "config/schema.json is stale: run `make docs`"
+
+
+def test_config_reference_is_generated_from_the_models() -> None:
+    assert REFERENCE_PATH.read_text() == reference_text(), "docs/config-reference.md is stale: run `make docs`"
+
+
+def _commands() -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return set(sub.choices)  # type: ignore[arg-type]
+
+
+def test_readme_documents_every_command_and_only_real_ones() -> None:
+    commands = _commands()
+    mentioned = set(re.findall(r"edge-agent ([a-z]+)", README))
+    assert commands <= mentioned, f"README lacks: {sorted(commands - mentioned)}"
+    assert mentioned <= commands, f"README mentions commands that do not exist: {sorted(mentioned - commands)}"
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_test_one() -> None:
+    assert "make demo" in README and "make test" in README
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_links_resolve() -> None:
+    for link in re.findall(r"\]\((?!https?://)([^)#]+)", README):
+        assert (ROOT / link).exists(), f"README links to missing {link}"
+
+
+def test_systemd_unit_runs_the_contract_command_with_dialout() -> None:
+    unit = (ROOT / "systemd" / "edge-agent.service").read_text()
+    assert "ExecStart=/usr/local/bin/edge-agent run -c /etc/edge-agent/config.yaml" in unit
+    assert "Restart=on-failure" in unit
+    assert "SupplementaryGroups=dialout" in unit
