@@ -106,9 +106,9 @@ def cmd_once(args: argparse.Namespace) -> int:
         print(f"unknown device '{args.device}'{did_you_mean(args.device, loaded.config.devices)}",
               file=sys.stderr)
         return 1
-    buses, devices = build_devices(loaded, only=args.device)
 
     async def poll_all() -> int:
+        buses, devices = build_devices(loaded, only=args.device)  # inside the loop: pymodbus needs it
         failed = 0
         for dev_id, dev in devices.items():
             cfg = loaded.config.devices[dev_id]
