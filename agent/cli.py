@@ -113,7 +113,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         for dev_id, dev in devices.items():
             cfg = loaded.config.devices[dev_id]
             profile = loaded.profiles[dev_id]
-            where = f"unit {cfg.unit} on {cfg.bus}"
+            where = f"unit {cfg.unit} on {cfg.bus}" if cfg.unit is not None else f"meter {cfg.address} on {cfg.bus}"
             t0 = time.perf_counter()
             try:
                 values = await dev.read()

@@ -7,13 +7,15 @@ raises :class:`SourceError` listing each problem as ``FILE:LINE: dotted.path: me
 from __future__ import annotations
 
 import ipaddress
+import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from drivers.catalog import catalog, looks_like_path, resolve_profile
+from drivers.dlt645.codec import address_bytes
 from drivers.profile import Profile
 from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_source, validate
 
@@ -95,10 +97,45 @@ class Tls(Strict):
         return self
 
 
+TOPIC_FIELDS = ("prefix", "gateway", "device", "profile")
+
+
+def check_topic_template(template: str, allowed: tuple[str, ...] = TOPIC_FIELDS) -> str:
+    """A topic template uses only ``{prefix}``, ``{gateway}``, ``{device}``, ``{profile}``."""
+    if not template or template.startswith("$") or any(c in template for c in "+#\0"):
+        raise ValueError(f"'{template}' is not a topic to publish to (empty, '$...', or a wildcard)")
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"'{template}': {exc}") from exc
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"unknown placeholder '{{{name}}}' in '{template}'{did_you_mean(name, allowed)};"
+                             f" use {', '.join('{' + a + '}' for a in allowed)}")
+    return template
+
+
 class Topics(Strict):
     telemetry: str | None = Field(None, description="native: {prefix}/{gateway}/up/{device}")
     meta: str | None = Field(None, description="native: {prefix}/{gateway}/meta/{device} (retained)")
     status: str | None = Field(None, description="{prefix}/{gateway}/status (retained birth and will)")
+
+    @field_validator("telemetry", "meta")
+    @classmethod
+    def _device_topic(cls, value: str | None) -> str | None:
+        return None if value is None else check_topic_template(value)
+
+    @field_validator("status")
+    @classmethod
+    def _status_topic(cls, value: str | None) -> str | None:
+        return None if value is None else check_topic_template(value, ("prefix", "gateway"))
+
+
+def _protocol(value: object) -> object:
+    """``protocol: 5`` in YAML is a number; it means the same as ``"5"``."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value == 5:
+        return "5"
+    return value
 
 
 class MqttUplink(Strict):
@@ -108,7 +145,7 @@ class MqttUplink(Strict):
         None, description="default 8883 with TLS, 1883 without")
     tls: Tls | bool | None = Field(
         None, description="TLS settings; default: on for every host that is not loopback")
-    protocol: Literal["5", "3.1.1"] = Field(
+    protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol)] = Field(
         "5", description="MQTT version; only v5 reports a refused publish (e.g. ACL denial)")
     client_id: str | None = Field(None, description="default: <gateway id>-<uplink id>")
     username: str | None = None
@@ -121,7 +158,10 @@ class MqttUplink(Strict):
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = Field(
         20, description="messages handed to the MQTT client before a PUBACK")
     ack_timeout: Duration = Field(
-        20.0, description="reconnect when the oldest unacknowledged publish is older than this")
+        20.0, description="reconnect when the oldest unacknowledged publish is older than this;"
+                          " also the limit for connecting (TCP, TLS handshake, CONNACK)")
+    refused_retry: Duration = Field(
+        30.0, description="after the broker refuses a publish (e.g. ACL), retry that topic this often")
     live_batch: Annotated[int, Field(ge=1, le=100)] = Field(10, description="live readings per message at most")
     backlog_batch: Annotated[int, Field(ge=1, le=10000)] = Field(
         500, description="readings per message when catching up after an outage")
@@ -134,6 +174,14 @@ class MqttUplink(Strict):
     def _secrets(self) -> MqttUplink:
         if self.password_file and self.password_env:
             raise ValueError("give 'password_file' or 'password_env', not both")
+        if (self.password_file or self.password_env) and not self.username:
+            raise ValueError("a password needs a 'username'")
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError("reconnect_min must not be above reconnect_max")
+        if self.ack_timeout < 1:
+            raise ValueError("ack_timeout must be at least 1s")
+        if self.format == "native" and self.topics.meta is not None and "{device}" not in self.topics.meta:
+            raise ValueError("topics.meta must contain {device}: native metadata is one retained message per device")
         return self
 
     @property
@@ -201,6 +249,7 @@ def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Pro
     problems: list[Problem] = []
     warnings: list[Problem] = []
     profiles: dict[str, Profile] = {}
+    bus_protocol: dict[str, tuple[str, str]] = {}
     f = source.file
     for dev_id, dev in cfg.devices.items():
         path = ("devices", dev_id)
@@ -227,21 +276,34 @@ def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Pro
             if dev.address is None:
                 problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.address",
                                         f"profile {profile.name} is DL/T 645: 'address' is required"))
+            else:
+                try:
+                    address_bytes(dev.address)
+                except ValueError as exc:
+                    problems.append(Problem(f, source.line_of((*path, "address")), f"devices.{dev_id}.address",
+                                            str(exc)))
             if bus is not None and bus.type != "serial":
                 problems.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
                                         "DL/T 645 meters need a serial bus"))
-        if isinstance(bus, SerialBus) and profile.serial and profile.serial.baudrate != bus.baudrate:
-            warnings.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
-                                    f"profile {profile.name} defaults to {profile.serial.baudrate} baud, "
-                                    f"bus {dev.bus} runs at {bus.baudrate}"))
-    seen: dict[tuple[str, int], str] = {}
+        if bus is not None:
+            other = bus_protocol.setdefault(dev.bus, (profile.protocol, dev_id))
+            if other[0] != profile.protocol:
+                problems.append(Problem(f, source.line_of((*path, "profile")), f"devices.{dev_id}.profile",
+                                        f"a {profile.protocol} device cannot share bus {dev.bus} with the "
+                                        f"{other[0]} device {other[1]}: one protocol per port"))
+        if isinstance(bus, SerialBus) and profile.serial:
+            s = profile.serial
+            if (s.baudrate, s.parity) != (bus.baudrate, bus.parity):
+                warnings.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
+                                        f"profile {profile.name} defaults to {s.baudrate} baud {s.parity}, "
+                                        f"bus {dev.bus} runs at {bus.baudrate} baud {bus.parity}"))
+    seen: dict[tuple[str, str], str] = {}
     for dev_id, dev in cfg.devices.items():
-        if dev.unit is None:
-            continue
-        slot = (dev.bus, dev.unit)
+        key, value = ("unit", str(dev.unit)) if dev.unit is not None else ("address", str(dev.address))
+        slot = (dev.bus, f"{key}:{value}")
         if slot in seen:
-            problems.append(Problem(f, source.line_of(("devices", dev_id, "unit")), f"devices.{dev_id}.unit",
-                                    f"unit {dev.unit} on bus {dev.bus} is already device {seen[slot]}"))
+            problems.append(Problem(f, source.line_of(("devices", dev_id, key)), f"devices.{dev_id}.{key}",
+                                    f"{key} {value} on bus {dev.bus} is already device {seen[slot]}"))
         seen[slot] = dev_id
     for up_id, up in cfg.uplinks.items():
         path = ("uplinks", up_id)

@@ -1,4 +1,4 @@
-"""Generated documentation: the config JSON Schema and the config reference.
+"""Generated documentation: the config JSON Schema, the config reference, supported devices.
 
 ``python -m agent.docs`` writes them; tests/test_docs.py fails when the committed files
 differ from what the models generate, so the docs cannot drift from the code.
@@ -122,12 +122,11 @@ def write_all() -> list[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
-    try:
-        from drivers.catalog_doc import SUPPORTED_DEVICES_PATH, render_supported_devices  # type: ignore[attr-defined]
-    except ImportError:
-        return written
-    SUPPORTED_DEVICES_PATH.write_text(render_supported_devices(), encoding="utf-8")
-    written.append(SUPPORTED_DEVICES_PATH)
+    from drivers.catalog_doc import DOC_PATH, render_supported_devices
+
+    devices = ROOT / DOC_PATH
+    devices.write_text(render_supported_devices(), encoding="utf-8")
+    written.append(devices)
     return written
 
 

@@ -28,7 +28,10 @@ def catalog() -> dict[str, Path]:
     for path in sorted(CATALOG_DIR.rglob("*.yaml")):
         if path.name.endswith(".fixture.yaml"):
             continue
-        out[load_profile_file(path).name] = path
+        name = load_profile_file(path).name
+        if name in out:
+            raise SourceError([Problem(str(path), 1, "name", f"profile name '{name}' is already used by {out[name]}")])
+        out[name] = path
     return out
 
 

@@ -145,5 +145,7 @@ def encode(
     else:
         bits = 8 * struct.calcsize(t.struct_code)
         lo, hi = (0, 2**bits - 1) if t.struct_code.isupper() else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        packed = struct.pack(">" + t.struct_code, max(lo, min(hi, round(float(raw)))))
+        # an int stays exact: float() would round 64-bit counters above 2**53
+        n = raw if isinstance(raw, int) else round(float(raw))
+        packed = struct.pack(">" + t.struct_code, max(lo, min(hi, n)))
     return bytes_to_words(packed, byte_order, word_order)
