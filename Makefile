@@ -17,7 +17,7 @@ bench: system-deps $(VENV)/.installed   ## benchmarks against the limits, writte
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check agent buffer drivers tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 docs: $(VENV)/.installed   ## regenerate the docs and schema the tests check
