@@ -5,16 +5,13 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint docs system-deps clean
+.PHONY: demo test lint docs system-deps clean
 
 demo: system-deps $(VENV)/.installed   ## the whole path on simulated devices, until Ctrl-C
 	$(BIN)/edge-agent demo
 
 test: system-deps $(VENV)/.installed lint   ## the whole test suite, from scratch
 	$(BIN)/pytest $(PYTEST_ARGS)
-
-bench: system-deps $(VENV)/.installed   ## benchmarks against the limits, written to bench/results.json
-	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
