@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -47,6 +48,10 @@ class LocalBroker:
         # persistent: sessions and queued QoS 1 messages survive a restart (saved on SIGTERM)
         lines = [f"persistence {'true' if persistent else 'false'}", f"persistence_location {self.dir}/",
                  f"log_dest file {self.log}", "log_type error", "log_type warning", "log_type notice"]
+        if os.geteuid() == 0:
+            # run as root, mosquitto drops to the 'mosquitto' user and then cannot write its
+            # persistence file or log in our private directory: stay who we are
+            lines.append("user root")
         if default_listener:
             lines += [f"listener {self.port} {self.host}", f"allow_anonymous {'true' if anonymous else 'false'}"]
         self.conf.write_text("\n".join(lines) + "\n" + extra + "\n")
