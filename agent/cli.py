@@ -37,7 +37,9 @@ EPILOG_SIMULATE = """examples:
   edge-agent simulate --pty-dir /tmp/site pty:1=renke-dust-all-in-one --fault pty:1=bad_crc:0.1
 Slaves are LINE:UNIT=PROFILE. 'pty' slaves share one virtual RS-485 line (socat); the
 path the agent must open is printed. Faults: dead, exception, slow, bad_crc, garbage,
-optionally with a rate (fraction of requests)."""
+short, optionally with a rate (fraction of requests). Faults can be changed while the
+simulator serves by writing lines such as 'pty:2=dead' (or 'pty:2=none') to the faults
+file whose path it prints."""
 
 EPILOG_DEMO = """The demo starts a private mosquitto on a free loopback port, a simulated construction
 site (dust monitor and water-level gauge on one virtual RS-485 line, an energy meter on
@@ -192,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emulate-timing", action="store_true",
                    help="answer no faster than the wire would at --baudrate")
     p.add_argument("--fault", action="append", metavar="LINE:UNIT=KIND[:RATE]",
-                   help="inject a fault: dead, exception, slow, bad_crc, garbage")
+                   help="inject a fault: dead, exception, slow, bad_crc, garbage, short")
     p.add_argument("--ready-file", metavar="FILE", help="write the served addresses here as JSON")
     p.set_defaults(func=cmd_simulate)
 

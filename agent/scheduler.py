@@ -1,10 +1,19 @@
 """Polling: each device at its interval, failures become readings, dead slaves back off.
 
-A device that fails ``OFFLINE_AFTER`` consecutive polls goes offline: until its back-off
-expires the bus is not asked (each scheduled poll yields an ``offline`` reading without
-touching the bus), then one real poll is tried; the back-off doubles up to
-``BACKOFF_MAX``. So a dead slave costs the others on its bus at most one timeout per
-back-off period. Every change of state is logged once.
+Policy (the constants below):
+
+- A device whose last ``OFFLINE_AFTER`` (3) polls got no answer at all (status ``timeout``)
+  goes *offline*. Failures where the device did answer, badly (``crc_error``, ``garbage``,
+  ``short_frame``, ``exception_XX``, ``decode_error``), cost the bus little and keep being
+  polled and reported as they are: they tell the technician more than ``offline`` would.
+- While offline, each scheduled poll yields an ``offline`` reading without touching the bus;
+  one real poll (a *probe*) is made when the back-off has passed. The back-off starts at
+  ``max(2 × interval, BACKOFF_MIN)`` and doubles after each failed probe up to ``BACKOFF_MAX``.
+  Probes fall on the device's own poll slots, so a revived device is back within one back-off.
+- The bus gives a unit whose last request timed out a single attempt, queued behind the
+  other units (see ``drivers/modbus/buslock.py``): a dead slave costs the others on its bus
+  at most one timeout per back-off period, spent in the bus's idle time when it has any.
+- Each change of state is logged once: the first failure of a kind, going offline, coming back.
 """
 
 from __future__ import annotations
@@ -14,76 +23,90 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from drivers.errors import DeviceOffline, DriverError
+from drivers.errors import DeviceOffline, DriverError, NoResponse
 from drivers.reading import Reading, Value
 
 log = logging.getLogger(__name__)
 
-OFFLINE_AFTER = 3
-BACKOFF_MAX = 60.0
+OFFLINE_AFTER = 3  # consecutive polls without an answer
+BACKOFF_MIN = 2.0  # seconds; the first back-off is at least two intervals
+BACKOFF_MAX = 60.0  # seconds
 
 
 class DevicePoller:
     def __init__(self, device_id: str, read: Callable[[], Awaitable[dict[str, Value]]],
                  interval: float, submit: Callable[[Reading], None],
-                 backoff_max: float = BACKOFF_MAX) -> None:
+                 backoff_max: float = BACKOFF_MAX, backoff_min: float | None = None) -> None:
         self.device_id = device_id
         self.read = read
         self.interval = interval
         self.submit = submit
-        self.backoff_min = max(2 * interval, 2.0)
+        self.backoff_min = backoff_min if backoff_min is not None else max(2 * interval, BACKOFF_MIN)
         self.backoff_max = max(backoff_max, self.backoff_min)
-        self.failures = 0
+        self.silent_polls = 0
         self.offline = False
+        self.offline_since = 0.0
         self.backoff = self.backoff_min
         self.retry_at = 0.0
         self.last_status = "ok"
-        self.polls = 0
+        self.polls = 0  # polls that reached the bus
 
-    async def poll_once(self) -> Reading:
+    async def poll_once(self, slot: float | None = None) -> Reading:
+        """One scheduled poll; ``slot`` is its place on the schedule (monotonic seconds)."""
         ts = int(time.time() * 1000)
-        now = time.monotonic()
-        if self.offline and now < self.retry_at:
+        now = time.monotonic() if slot is None else slot
+        if self.offline and now < self.retry_at - self.interval / 2:
             return Reading(self.device_id, ts, {}, DeviceOffline.status)
+        self.polls += 1
         try:
             values = await self.read()
         except DriverError as exc:
             self._failed(exc, now)
             return Reading(self.device_id, ts, {}, exc.status)
-        self.polls += 1
-        if self.offline or self.last_status != "ok":
-            log.info("device %s: back online", self.device_id)
-        self.offline = False
-        self.failures = 0
-        self.backoff = self.backoff_min
-        self.last_status = "ok"
+        self._succeeded()
         return Reading(self.device_id, ts, values, "ok")
 
+    def _succeeded(self) -> None:
+        if self.offline:
+            log.info("device %s: back online after %.0fs offline", self.device_id,
+                     time.monotonic() - self.offline_since)
+        elif self.last_status != "ok":
+            log.info("device %s: ok again", self.device_id)
+        self.offline = False
+        self.silent_polls = 0
+        self.backoff = self.backoff_min
+        self.last_status = "ok"
+
     def _failed(self, exc: DriverError, now: float) -> None:
-        self.polls += 1
-        self.failures += 1
+        silent = isinstance(exc, NoResponse)
+        self.silent_polls = self.silent_polls + 1 if silent else 0
+        if self.offline:
+            if silent:
+                self.backoff = min(self.backoff * 2, self.backoff_max)
+                self.retry_at = now + self.backoff
+                log.debug("device %s: still no answer, next try in %.0fs", self.device_id, self.backoff)
+                return
+            self.offline = False  # it answers again, if badly: poll it normally
+            log.info("device %s: answers again (%s)", self.device_id, exc.status)
         if exc.status != self.last_status:
             log.warning("device %s: %s (%s)", self.device_id, exc.status, exc)
         self.last_status = exc.status
-        if self.offline:
-            self.backoff = min(self.backoff * 2, self.backoff_max)
-            self.retry_at = now + self.backoff
-            log.debug("device %s: still offline, next try in %.0fs", self.device_id, self.backoff)
-        elif self.failures >= OFFLINE_AFTER:
+        if self.silent_polls >= OFFLINE_AFTER:
             self.offline = True
+            self.offline_since = time.monotonic()
+            self.backoff = self.backoff_min
             self.retry_at = now + self.backoff
-            log.warning("device %s: offline after %d failed polls; retrying every %.0fs..%.0fs",
-                        self.device_id, self.failures, self.backoff_min, self.backoff_max)
+            log.warning("device %s: offline after %d polls without an answer; retrying every %.0fs..%.0fs",
+                        self.device_id, self.silent_polls, self.backoff_min, self.backoff_max)
 
     async def run(self) -> None:
         """Poll at a fixed rate; a late poll does not shift the schedule, missed slots are skipped."""
-        next_at = time.monotonic()
+        slot = time.monotonic()
         while True:
-            reading = await self.poll_once()
+            reading = await self.poll_once(slot)
             self.submit(reading)
-            next_at += self.interval
+            slot += self.interval
             now = time.monotonic()
-            if next_at < now:
-                skipped = int((now - next_at) // self.interval) + 1
-                next_at += skipped * self.interval
-            await asyncio.sleep(next_at - now)
+            if slot < now:
+                slot += (int((now - slot) // self.interval) + 1) * self.interval
+            await asyncio.sleep(slot - now)

@@ -12,11 +12,13 @@ import json
 import logging
 import re
 import signal
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from drivers.catalog import resolve_profile
+from drivers.simulator.control import FaultControl
 from drivers.simulator.modbus_server import (
     SimContext,
     SimSlave,
@@ -28,7 +30,7 @@ from drivers.simulator.pty import PtyPair
 log = logging.getLogger(__name__)
 
 SLAVE_SPEC = re.compile(r"^(pty|tcp):(\d{1,3})=(.+)$")
-FAULT_SPEC = re.compile(r"^(pty|tcp):(\d{1,3})=(dead|exception|slow|bad_crc|garbage)(?::([\d.]+))?$")
+FAULT_SPEC = re.compile(r"^(pty|tcp):(\d{1,3})=(dead|exception|slow|bad_crc|garbage|short)(?::([\d.]+))?$")
 
 
 @dataclass
@@ -88,9 +90,15 @@ async def serve(plan: SimulationPlan, *, pty_dir: str | None, tcp: str, baudrate
             ready["tcp"] = tcp
             units = ", ".join(f"{s.unit}={s.profile.name}" for s in plan.tcp_slaves)
             print(f"Modbus TCP: {tcp}  (units {units})", flush=True)
+        control = FaultControl((pair.link_dir if pair else Path(tempfile.mkdtemp(prefix="edge-sim-"))) / "faults",
+                               {**{("pty", s.unit): s for s in plan.pty_slaves},
+                                **{("tcp", s.unit): s for s in plan.tcp_slaves}})
+        watcher = asyncio.create_task(control.watch())
+        print(f"change faults while serving: echo 'pty:2=dead' > {control.path}  (none: clear)", flush=True)
         if ready_file:
             Path(ready_file).write_text(json.dumps(ready))
         await stop.wait()
+        watcher.cancel()
     finally:
         for server in servers:
             await server.shutdown()

@@ -1,8 +1,17 @@
-"""Simulated Modbus slaves built from catalog profiles, served over a pty or TCP.
+"""Simulated Modbus slaves built from catalog profiles, served over a pty, TCP or RTU over TCP.
 
 The register image of each slave is computed from its profile's points at the moment of
-each request, so values drift as the ``sim:`` blocks say. Faults can be injected per
-unit at run time: no answer, exception code, slow answer, bad CRC, garbage.
+each request, so values drift as the ``sim:`` blocks say. Faults can be injected per unit,
+and changed while serving (assign ``fault``/``faults``, or :meth:`SimSlave.set_fault`):
+
+- ``dead``: no answer; ``slow``: the answer comes after ``slow_seconds``;
+- ``exception``: an exception response with ``exception_code``;
+- ``bad_crc``: the answer with its CRC broken; ``short``: the first half of the answer only;
+- ``garbage``: random bytes (never starting with the unit's address) instead of the answer.
+
+The last three damage RTU frames; on Modbus TCP (no CRC, and TCP does not garble) they do
+not apply and the slave answers normally. ``fault_rate`` is the fraction of requests the
+fault hits; ``faults`` instead draws each request's fault from a weight table.
 """
 
 from __future__ import annotations
@@ -12,17 +21,19 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.framer import FramerType
 
 from ..datatypes import BIT_TABLES, encode
-from ..modbus.bus import rtu_wire_seconds
+from ..modbus.wire import rtu_gap_seconds
 from ..profile import Profile
+from ..reading import Value
+from .handler import Pending, SimSerialServer, SimTcpServer, pending_fault
 from .values import PointSimulator
 
 log = logging.getLogger(__name__)
@@ -30,7 +41,9 @@ log = logging.getLogger(__name__)
 FC_TABLE = {1: "coil", 2: "discrete", 3: "holding", 4: "input", 5: "coil", 6: "holding",
             15: "coil", 16: "holding"}
 HISTORY = 2000  # values kept per point, so tests can check what was served
-Fault = Literal["none", "dead", "exception", "slow", "bad_crc", "garbage"]
+Fault = Literal["none", "dead", "exception", "slow", "bad_crc", "garbage", "short"]
+FAULTS: tuple[Fault, ...] = ("none", "dead", "exception", "slow", "bad_crc", "garbage", "short")
+FRAME_FAULTS = frozenset({"bad_crc", "garbage", "short"})
 
 
 @dataclass
@@ -44,9 +57,11 @@ class SimSlave:
     exception_code: int = 0x04
     slow_seconds: float = 2.0
     fault_rate: float = 1.0  # fraction of requests the fault applies to
+    faults: dict[Fault, float] = field(default_factory=dict)  # or: each fault's probability per request
     requests: int = 0
     served: dict[str, float | bool | str] = field(default_factory=dict)
     history: dict[str, deque[float | bool | str]] = field(default_factory=dict)
+    injected: dict[str, int] = field(default_factory=dict)  # faults applied, by kind
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed or self.unit)
@@ -58,10 +73,29 @@ class SimSlave:
             table = p.table or "holding"
             lo, hi = self.extents.get(table, (p.address, p.address + p.registers))
             self.extents[table] = (min(lo, p.address), max(hi, p.address + p.registers))
-        self._rng = random.Random(self.unit * 7919)
+        self._rng = random.Random(self.unit * 7919 + self.seed)
+        self.answers: deque[dict[str, float | bool | str]] = deque(maxlen=HISTORY)
 
-    def faulty(self) -> bool:
-        return self.fault != "none" and (self.fault_rate >= 1 or self._rng.random() < self.fault_rate)
+    def set_fault(self, fault: Fault, rate: float = 1.0) -> None:
+        """Change the fault while serving (safe from another thread: plain attribute writes)."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault '{fault}' (faults: {', '.join(FAULTS)})")
+        self.faults = {}
+        self.fault_rate = rate
+        self.fault = fault
+
+    def draw_fault(self) -> Fault:
+        """The fault for one request."""
+        if self.faults:
+            x = self._rng.random()
+            for kind, p in self.faults.items():
+                if x < p:
+                    return kind
+                x -= p
+            return "none"
+        if self.fault != "none" and (self.fault_rate >= 1 or self._rng.random() < self.fault_rate):
+            return self.fault
+        return "none"
 
     def read(self, table: str, address: int, count: int, now: float) -> list[int] | list[bool] | None:
         """The words (or bits) at [address, address+count), None for an illegal range."""
@@ -69,6 +103,7 @@ class SimSlave:
         if ext is None or address < ext[0] or address + count > ext[1]:
             return None
         words: list[int] = [0] * count
+        answer: dict[str, float | bool | str] = {}
         for name, sim in self.sims.items():
             p = sim.point
             assert p.address is not None
@@ -78,6 +113,7 @@ class SimSlave:
                 continue
             value = sim.value(now)
             self.served[name] = value
+            answer[name] = value
             self.history.setdefault(name, deque(maxlen=HISTORY)).append(value)
             byte_order, word_order = self.profile.order_of(p)
             regs = encode(value, p.type_name, byte_order=byte_order, word_order=word_order,
@@ -86,19 +122,24 @@ class SimSlave:
                 j = p.address - address + i
                 if 0 <= j < count:
                     words[j] |= w
+        self.answers.append(answer)
         if table in BIT_TABLES:
             return [bool(w) for w in words]
         return words
 
     def was_served(self, name: str, value: float | bool | str, rel: float = 1e-5) -> bool:
         """Whether ``value`` is one the slave served for point ``name`` (float32 tolerance)."""
-        for v in self.history.get(name, ()):
-            if isinstance(v, str) or isinstance(value, str) or isinstance(v, bool):
-                if v == value:
-                    return True
-            elif abs(float(v) - float(value)) <= max(abs(float(v)) * rel, self._resolution(name)):
-                return True
-        return False
+        return any(self._same(name, v, value, rel) for v in self.history.get(name, ()))
+
+    def was_served_together(self, values: Mapping[str, Value], rel: float = 1e-5) -> bool:
+        """Whether one single answer of the slave held all of ``values`` (a stricter check)."""
+        names = list(values)
+        return any(all(n in a and self._same(n, a[n], values[n], rel) for n in names) for a in self.answers)
+
+    def _same(self, name: str, served: float | bool | str, value: Value, rel: float) -> bool:
+        if isinstance(served, str | bool) or isinstance(value, str):
+            return served == value
+        return abs(float(served) - float(value)) <= max(abs(float(served)) * rel, self._resolution(name))
 
     def _resolution(self, name: str) -> float:
         """What the register encoding can represent: an integer register step times the scale."""
@@ -109,15 +150,37 @@ class SimSlave:
 
 
 class SimContext:
-    """The datastore pymodbus asks: routes each request to a slave and applies faults."""
+    """The datastore pymodbus asks: routes each request to a slave and applies faults.
 
-    def __init__(self, slaves: list[SimSlave], baudrate: int | None = None) -> None:
+    ``baudrate``: emulate the wire time of each transaction at that speed (None: answer at
+    once); the request, the slave's turnaround gap and the answer are waited out before the
+    answer is written, so on a pty a transaction takes as long as on a real line.
+    """
+
+    def __init__(self, slaves: list[SimSlave], baudrate: int | None = None, bits_per_char: int = 10) -> None:
         self.slaves = {s.unit: s for s in slaves}
-        self.baudrate = baudrate  # emulate wire time at this baud (None: answer at once)
-        self.pending_corruption: Fault = "none"
+        self.baudrate = baudrate
+        self.bits_per_char = bits_per_char
+        self._warned: set[str] = set()
+        self._busy: dict[int, asyncio.Lock] = {}
+
+    def busy(self, unit: int) -> asyncio.Lock:
+        """Held while a slave prepares and sends an answer."""
+        lock = self._busy.get(unit)
+        if lock is None:
+            lock = self._busy[unit] = asyncio.Lock()
+        return lock
 
     def device_ids(self) -> list[int]:
         return list(self.slaves)
+
+    def emulated_seconds(self, request_bytes: int, response_bytes: int) -> float:
+        """What the slave waits before writing its answer: both frames and one gap on the wire.
+
+        The master's own inter-frame delay after the answer is the transaction's second gap."""
+        if not self.baudrate:
+            return 0.0
+        return (request_bytes + response_bytes) * self.bits_per_char / self.baudrate + rtu_gap_seconds(self.baudrate)
 
     async def async_getValues(self, device_id: int, func_code: int, address: int, count: int = 1
                               ) -> list[int] | list[bool] | ExcCodes:
@@ -125,59 +188,58 @@ class SimContext:
         if slave is None:
             raise NoSuchIdException(f"no unit {device_id}")
         slave.requests += 1
-        fault = slave.fault if slave.faulty() else "none"
+        fault = slave.draw_fault()
+        if fault != "none":
+            slave.injected[fault] = slave.injected.get(fault, 0) + 1
         if fault == "dead":
             raise NoSuchIdException(f"unit {device_id} is dead")
+        pending = pending_fault()
+        if pending is not None:
+            pending.fault, pending.unit = fault, device_id
         if fault == "exception":
             return ExcCodes(slave.exception_code)
-        if fault == "slow":
-            await asyncio.sleep(slave.slow_seconds)
-        if fault in ("bad_crc", "garbage"):
-            self.pending_corruption = fault
         table = FC_TABLE.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
         words = slave.read(table, address, count, time.time())
         if words is None:
             return ExcCodes.ILLEGAL_ADDRESS
-        if self.baudrate:
-            payload = (count + 7) // 8 if table in BIT_TABLES else 2 * count
-            await asyncio.sleep(rtu_wire_seconds(8, 5 + payload, self.baudrate))
         return words
 
     async def async_setValues(self, device_id: int, func_code: int, address: int,
                               values: list[int] | list[bool]) -> ExcCodes | None:
         return ExcCodes.ILLEGAL_FUNCTION
 
-    def trace_packet(self, sending: bool, data: bytes) -> bytes:
-        """Corrupt an outgoing frame when a fault asked for it."""
-        if not sending or self.pending_corruption == "none":
-            return data
-        fault, self.pending_corruption = self.pending_corruption, "none"
-        if fault == "bad_crc" and len(data) > 2:
-            return data[:-1] + bytes([data[-1] ^ 0xFF])
-        return bytes(random.getrandbits(8) for _ in range(max(3, len(data))))
-
-
-def _placeholder() -> list[SimDevice]:
-    return [SimDevice(id=0, simdata=[SimData(address=0, values=0, datatype=DataType.REGISTERS)])]
+    def damage(self, frame: bytes, pending: Pending, rtu: bool) -> bytes:
+        """The frame as the faulty slave puts it on the line."""
+        fault = pending.fault
+        if fault not in FRAME_FAULTS:
+            return frame
+        if not rtu:
+            if fault not in self._warned:
+                self._warned.add(fault)
+                log.warning("fault %s has no meaning on Modbus TCP; answering normally", fault)
+            return frame
+        if fault == "bad_crc":
+            return frame[:-2] + bytes((frame[-2] ^ 0x5A, frame[-1]))
+        if fault == "short":
+            return frame[: max(2, len(frame) // 2)]
+        rng = random.Random()
+        first = rng.choice([b for b in range(256) if b != pending.unit])
+        return bytes([first]) + rng.randbytes(max(2, len(frame) - 1))
 
 
 async def start_serial_server(port: str, context: SimContext, *, baudrate: int = 9600,
-                              parity: str = "N", stopbits: int = 1) -> ModbusSerialServer:
+                              parity: str = "N", stopbits: int = 1) -> SimSerialServer:
     """Serve ``context`` as RTU slaves on a serial port (one end of a pty pair)."""
-    server = ModbusSerialServer(_placeholder(), port=port, baudrate=baudrate, parity=parity,
-                                stopbits=stopbits, ignore_missing_devices=True,
-                                trace_packet=context.trace_packet)
-    server.context = context  # type: ignore[assignment]
+    server = SimSerialServer(context, port=port, baudrate=baudrate, parity=parity, stopbits=stopbits)
     await server.serve_forever(background=True)
     return server
 
 
-async def start_tcp_server(host: str, port: int, context: SimContext) -> ModbusTcpServer:
-    """Serve ``context`` as Modbus TCP on host:port."""
-    server = ModbusTcpServer(_placeholder(), address=(host, port), ignore_missing_devices=True,
-                             trace_packet=context.trace_packet)
-    server.context = context  # type: ignore[assignment]
+async def start_tcp_server(host: str, port: int, context: SimContext, *, rtu: bool = False) -> SimTcpServer:
+    """Serve ``context`` as Modbus TCP on host:port, or with ``rtu`` as RTU frames over TCP
+    (what a serial-to-Ethernet converter in transparent mode passes on)."""
+    server = SimTcpServer(context, address=(host, port), framer=FramerType.RTU if rtu else FramerType.SOCKET)
     await server.serve_forever(background=True)
     return server
