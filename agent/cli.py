@@ -35,11 +35,18 @@ EPILOG_SIMULATE = """examples:
   edge-agent simulate pty:1=renke-dust-all-in-one pty:2=generic-radar-level-80ghz
   edge-agent simulate --tcp 127.0.0.1:5020 tcp:1=eastron-sdm630
   edge-agent simulate --pty-dir /tmp/site pty:1=renke-dust-all-in-one --fault pty:1=bad_crc:0.1
+  edge-agent simulate pty:000000000001=generic-dlt645-2007 pty:000000000002=generic-dlt645-2007
+  edge-agent simulate --pty-dir /tmp/site pty:1=renke-dust-all-in-one pty:000000000001=generic-dlt645-2007
 Slaves are LINE:UNIT=PROFILE. 'pty' slaves share one virtual RS-485 line (socat); the
-path the agent must open is printed. Faults: dead, exception, slow, bad_crc, garbage,
-short, optionally with a rate (fraction of requests). Faults can be changed while the
-simulator serves by writing lines such as 'pty:2=dead' (or 'pty:2=none') to the faults
-file whose path it prints."""
+path the agent must open is printed. A DL/T 645 profile takes the meter's address
+instead of a unit (pty:ADDRESS=PROFILE, up to 12 digits). One line carries one
+protocol: DL/T 645 meters given beside Modbus pty slaves are served on a second line
+(DIR/dlt645-agent beside DIR/rs485-agent) at --dlt645-baudrate/--dlt645-parity (default
+2400 8E1); the --ready-file JSON names it under "dlt645" ("serial" is the first line).
+Faults: dead, exception, slow, bad_crc, garbage, short, optionally with a rate
+(fraction of requests); --fault pty:ADDRESS=KIND applies to a meter. Modbus slaves'
+faults can be changed while the simulator serves by writing lines such as 'pty:2=dead'
+(or 'pty:2=none') to the faults file whose path it prints."""
 
 EPILOG_DEMO = """The demo starts a private mosquitto on a free loopback port, a simulated construction
 site (dust monitor and water-level gauge on one virtual RS-485 line, an energy meter on
@@ -147,7 +154,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"edge-agent simulate: {exc}", file=sys.stderr)
         return 2
     asyncio.run(serve(plan, pty_dir=args.pty_dir, tcp=args.tcp, baudrate=args.baudrate,
-                      emulate_timing=args.emulate_timing, ready_file=args.ready_file))
+                      emulate_timing=args.emulate_timing, ready_file=args.ready_file,
+                      dlt645_baudrate=args.dlt645_baudrate, dlt645_parity=args.dlt645_parity))
     return 0
 
 
@@ -186,13 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve simulated devices built from catalog profiles",
                        epilog=EPILOG_SIMULATE, formatter_class=fmt)
-    p.add_argument("slaves", nargs="+", metavar="LINE:UNIT=PROFILE")
+    p.add_argument("slaves", nargs="+", metavar="LINE:UNIT=PROFILE",
+                   help="e.g. pty:1=renke-dust-all-in-one, or pty:ADDRESS=PROFILE for a DL/T 645 meter")
     p.add_argument("--pty-dir", metavar="DIR", help="where the pty links go (default: a temp dir)")
     p.add_argument("--tcp", default="127.0.0.1:5020", metavar="HOST:PORT",
                    help="address for tcp slaves (default 127.0.0.1:5020)")
-    p.add_argument("--baudrate", type=int, default=9600, help="serial speed of the virtual line")
+    p.add_argument("--baudrate", type=int, default=9600, help="serial speed of the virtual Modbus line")
+    p.add_argument("--dlt645-baudrate", type=int, default=2400,
+                   help="serial speed of the DL/T 645 meters' line (default 2400)")
+    p.add_argument("--dlt645-parity", choices=["N", "E", "O"], default="E",
+                   help="parity of the DL/T 645 meters' line (default E)")
     p.add_argument("--emulate-timing", action="store_true",
-                   help="answer no faster than the wire would at --baudrate")
+                   help="answer no faster than the wire would at --baudrate (--dlt645-baudrate for meters)")
     p.add_argument("--fault", action="append", metavar="LINE:UNIT=KIND[:RATE]",
                    help="inject a fault: dead, exception, slow, bad_crc, garbage, short")
     p.add_argument("--ready-file", metavar="FILE", help="write the served addresses here as JSON")

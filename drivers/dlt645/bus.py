@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import serial
 
+from ..busstats import BusStats
 from ..datatypes import apply_scale
 from ..errors import (
     BusUnavailable,
@@ -42,15 +44,6 @@ MAX_FOLLOW_ON = 255
 def char_seconds(baudrate: int, parity: str = "E", stopbits: int = 1, bytesize: int = 8) -> float:
     """Wire time of one character: start bit, data bits, parity bit, stop bits."""
     return (1 + bytesize + (parity != "N") + stopbits) / baudrate
-
-
-@dataclass(slots=True)
-class BusStats:
-    """Counters of one bus: transactions (frames exchanged), failed ones, time held."""
-
-    transactions: int = 0
-    errors: int = 0
-    busy_seconds: float = 0.0
 
 
 class DLT645Bus:
@@ -114,7 +107,7 @@ class DLT645Bus:
                                  parity=PARITIES[self.parity], stopbits=self.stopbits,
                                  bytesize=self.bytesize, timeout=0, write_timeout=2.0,
                                  exclusive=True)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, termios.error) as exc:  # termios: line settings refused
             raise BusUnavailable(f"{self.name}: cannot open {self.where}: {exc}") from exc
         self._loop = asyncio.get_running_loop()
         self._serial = port

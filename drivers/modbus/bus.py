@@ -19,14 +19,13 @@ import asyncio
 import logging
 import termios
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
+from ..busstats import BusStats
 from ..errors import BusUnavailable, DriverError, ExceptionResponse, NoResponse, ShortFrame
 from ..planner import ReadRequest
 from .buslock import BusLock
@@ -50,15 +49,6 @@ def quiet_gap_seconds(kind: BusKind, baudrate: int) -> float:
     if kind == "serial":
         return max(0.03, 20 * 11 / baudrate)
     return 0.05
-
-
-@dataclass(slots=True)
-class BusStats:
-    transactions: int = 0  # attempts put on the wire
-    errors: int = 0  # failed attempts
-    busy_seconds: float = 0.0  # time the bus was held, inter-frame delays included
-    by_status: Counter[str] = field(default_factory=Counter)  # failed attempts by status
-    by_unit: Counter[tuple[int, str]] = field(default_factory=Counter)  # failed attempts by (unit, status)
 
 
 class ModbusBus:
