@@ -2,10 +2,16 @@
 a success acknowledgement. The only queue between polling and publishing.
 
 One writer thread owns the write connection: it assigns ``seq``, inserts readings and
-applies acknowledgements in group commits at most ``commit_interval`` apart
-(WAL, ``synchronous=FULL``). Uplinks read through their own connections
-(:meth:`Outbox.reader`). The store is capped at ``max_bytes`` (WAL included): when full,
-the oldest readings are evicted in chunks, counted and recorded for announcement.
+applies acknowledgements in group commits at most ``commit_interval`` apart (WAL,
+``synchronous=FULL``: a process crash loses nothing committed, a power cut at most the
+last interval). Acknowledgements are applied as range statements. Uplinks read through
+their own connections (:meth:`Outbox.reader`).
+
+The store is capped at ``max_bytes`` (WAL included) and at what the disk allows
+(:mod:`buffer.space`). When full, the oldest readings are evicted in chunks, counted, and
+the exact seq ranges each uplink lost are recorded for announcement (:mod:`buffer.eviction`).
+When the disk cannot take a commit at all, readings wait in memory (bounded, counted when
+dropped) and the writer retries: it keeps running and never corrupts the file.
 """
 
 from __future__ import annotations
@@ -13,44 +19,45 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
+import math
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from drivers.reading import Reading
 
+from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_database
+from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
+from .ranges import to_ranges
+from .reader import Eviction, OutboxReader, Row
 from .schema import migrate
 from .seqfile import SeqReserve
+from .space import SpaceGuard
+from .uplinkbits import register_uplinks
+
+__all__ = ["EVICT_FRACTION", "EVICT_MIN_ROWS", "Eviction", "Outbox", "OutboxCounters", "OutboxReader", "Row"]
 
 log = logging.getLogger(__name__)
 
-WAL_ALLOWANCE_MAX = 4 * 1024 * 1024
-EVICT_FRACTION = 0.05
-EVICT_MIN_ROWS = 500
+MAX_HELD = 50_000  # readings kept in memory while the disk refuses commits; older ones are dropped
+RETRY_MIN, RETRY_MAX = 0.1, 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    seq: int
-    device: str
-    ts: int
-    status: str
-    vals: str  # JSON object text, spliced into payloads as is
+# one encoder, built once: json.dumps with options builds a new one per call (a third slower)
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
-@dataclass(frozen=True, slots=True)
-class Eviction:
-    id: int
-    at: int
-    first_seq: int
-    last_seq: int
-    count: int
-    reason: str
+def values_json(values: Mapping[str, object]) -> str:
+    """Values as strict JSON text (a NaN or infinity from a bad register becomes null)."""
+    try:
+        return _encode(values)
+    except ValueError:
+        return _encode({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()})
 
 
 @dataclass(slots=True)
@@ -58,47 +65,11 @@ class OutboxCounters:
     committed: int = 0
     commits: int = 0
     evicted: int = 0
+    eviction_records: int = 0  # rows added to the evictions table (each one to announce)
     disk_full: int = 0
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "full" in text or "no space" in text or getattr(exc, "sqlite_errorcode", 0) == 13
-
-
-def open_database(path: Path) -> sqlite3.Connection:
-    """Open (creating or migrating) the outbox; a corrupt file is moved aside, loudly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        conn = _connect(path)
-        ok = conn.execute("PRAGMA quick_check").fetchone()[0]
-        if ok != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {ok}")
-        migrate(conn)
-        return conn
-    except sqlite3.DatabaseError as exc:
-        if _is_full(exc):
-            raise
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-        log.error("BUFFER CORRUPT: %s (%s); moved aside to %s for forensics, starting a fresh one",
-                  path, exc, aside)
-        with contextlib.suppress(Exception):
-            conn.close()
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(path) + suffix)
-            if src.exists():
-                os.replace(src, Path(str(aside) + suffix))
-        conn = _connect(path)
-        migrate(conn)
-        return conn
+    io_errors: int = 0
+    dropped: int = 0  # never committed: held in memory longer than the disk allowed
+    resets: int = 0  # corrupt files moved aside
 
 
 class Outbox:
@@ -116,59 +87,70 @@ class Outbox:
         self.max_bytes = max_bytes
         self.commit_interval = commit_interval
         self.counters = OutboxCounters()
-        self._conn = open_database(self.path)
+        self.generation = 0
+        self._conn, reset = open_database(self.path)
         self._seqs = SeqReserve(self.path.with_name(self.path.name + ".seq"))
-        self.page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
-        self.wal_allowance = min(WAL_ALLOWANCE_MAX, max(64 * 1024, max_bytes // 8))
-        self._conn.execute(f"PRAGMA journal_size_limit={self.wal_allowance}")
-        self._conn.execute(f"PRAGMA wal_autocheckpoint={max(16, self.wal_allowance // self.page_size // 2)}")
-        self._apply_cap()
-        self.uplink_bits = self._register_uplinks(list(uplinks))
+        self.page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        self.space = SpaceGuard(self.path, max_bytes, self.page_size)
+        self.space.configure(self._conn)
+        self.wal_allowance = self.space.wal_allowance
+        self._chunk = max(100, min(10_000, self.wal_allowance // 256))
+        self.uplink_bits = register_uplinks(self._conn, list(uplinks))
         self._mask = 0
         for bit in self.uplink_bits.values():
             self._mask |= 1 << bit
-        last = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-        self._next_seq = max((last[0] if last else 0) + 1, self._seqs.limit + 1 if self._seqs.limit else 1)
-        if last is None and self._seqs.limit:
-            log.warning("buffer: fresh database; seq continues at %d (never reused)", self._next_seq)
+        last = self._sequence()
+        floor = max(self._seqs.limit, reset.last_seq or 0) if reset else 0
+        if last == 0 and self._seqs.limit and not reset:
+            floor = self._seqs.limit
+            log.warning("buffer: fresh database beside an old seq file; seq continues at %d (never reused)",
+                        floor + 1)
+        self._next_seq = max(last, floor) + 1
         self.last_seq = self._next_seq - 1
-        self._queue: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()
+        if reset is not None:
+            self._record_reset(reset)
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._synced = threading.Condition()
         self._sync_token = 0
         self._done_token = 0
+        # what the writer holds between queue and disk
+        self._held: list[Reading] = []
+        self._acks: dict[int, list[int]] = {}
+        self._eacks: dict[int, list[int]] = {}
+        self._tokens: list[int] = []
+        self._unrecorded_drops = 0
+        self._trouble = ""
+        self._corrupt = ""
+        self._aside: ResetInfo | None = None
 
     # -- set-up ---------------------------------------------------------------------
-    def _apply_cap(self) -> None:
-        pages = max(16, (self.max_bytes - self.wal_allowance) // self.page_size)
-        self._conn.execute(f"PRAGMA max_page_count={pages}")
+    def _sequence(self) -> int:
+        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
+        return int(row[0]) if row else 0
 
-    def _register_uplinks(self, names: list[str]) -> dict[str, int]:
-        c = self._conn
-        known = {name: bit for bit, name in c.execute("SELECT bit, name FROM uplinks")}
-        gone = [n for n in known if n not in names]
-        c.execute("BEGIN IMMEDIATE")
-        for name in gone:
-            bit = known.pop(name)
-            log.warning("buffer: uplink '%s' is no longer configured; its undelivered readings"
-                        " are released for the others", name)
-            c.execute("UPDATE readings SET pending = pending & ? WHERE pending & ?", (~(1 << bit), 1 << bit))
-            c.execute("UPDATE evictions SET pending = pending & ?", (~(1 << bit),))
-            c.execute("DELETE FROM uplinks WHERE bit = ?", (bit,))
-        for name in names:
-            if name not in known:
-                used = set(known.values())
-                bit = next(b for b in range(62) if b not in used)
-                c.execute("INSERT INTO uplinks(bit, name) VALUES (?, ?)", (bit, name))
-                known[name] = bit
-        if gone:
-            c.execute("DELETE FROM readings WHERE pending = 0")
-        c.execute("COMMIT")
-        return {n: known[n] for n in names}
+    def _record_reset(self, info: ResetInfo) -> None:
+        """A corrupt file was moved aside: announce the seqs it may have held as lost."""
+        self.counters.resets += 1
+        last = self._next_seq - 1
+        if info.pending is None:
+            first, count = 1, 0  # contents unreadable: anything not received up to `last` is lost
+        elif info.first_pending is not None:
+            first, count = info.first_pending, info.pending
+        else:  # it held nothing: only the unused seqs up to the new start are announced
+            first, count = (info.last_seq or 0) + 1, 0
+        facts = {"at": int(time.time() * 1000), "aside": str(info.aside), "error": info.error,
+                 "lost_first_seq": first, "lost_last_seq": last, "lost_count": count}
+        self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('reset', ?)", (json.dumps(facts),))
+        reason = f"corrupt buffer moved aside to {info.aside.name}"
+        if info.pending is None:
+            reason += " (unreadable: count unknown)"
+        records = record_loss(self._conn, self.uplink_bits, first, last, count, reason)
+        self.counters.eviction_records += records
 
-    # -- the writer thread ------------------------------------------------------------
+    # -- the public, thread-safe side ---------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._writer, name="outbox-writer", daemon=True)
         self._thread.start()
@@ -186,13 +168,15 @@ class Outbox:
         self._queue.put(("a", (self.uplink_bits[uplink], seqs)))
 
     def ack_evictions(self, uplink: str, ids: list[int]) -> None:
+        """Record that ``uplink`` has announced the evictions ``ids``."""
         self._queue.put(("e", (self.uplink_bits[uplink], ids)))
 
     def sync(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued before this call is committed."""
+        """Wait until everything queued before this call is committed. False on timeout
+        (the disk refuses commits)."""
         if self._thread is None or not self._thread.is_alive():
-            self._drain_once(block=False)
-            return True
+            self._gather(block=False)
+            return self._flush()
         with self._synced:
             self._sync_token += 1
             token = self._sync_token
@@ -205,27 +189,49 @@ class Outbox:
         if self._thread is not None:
             self._thread.join(timeout=10)
         else:
-            self._drain_once(block=False)
+            self._gather(block=False)
+            self._flush()
+        if self._held:
+            log.error("buffer: closing with %d readings that could not be committed (%s)",
+                      len(self._held), self._trouble or "disk trouble")
         self._conn.close()
 
+    def reader(self) -> OutboxReader:
+        """A read connection for one thread (uplinks, technician commands)."""
+        return OutboxReader(self.path, lambda: self.generation, self._report_corrupt)
+
+    def _report_corrupt(self, generation: int, error: str) -> None:
+        """A reader found the file corrupt: the writer moves it aside (once per file)."""
+        self._queue.put(("c", (generation, error)))
+
+    def used_bytes(self) -> int:
+        """Bytes on disk: database file, WAL and reserve file."""
+        return self.space.used_bytes(self._conn)
+
+    # -- the writer thread ------------------------------------------------------------
     def _writer(self) -> None:
-        while not self._stop.is_set():
+        retry = RETRY_MIN
+        while True:
             try:
-                self._drain_once(block=True)
+                stop = self._gather(block=True, wait=retry if self._held else 0.5)
+                ok = self._flush()
             except Exception:
                 log.exception("buffer writer failed; retrying")
-                time.sleep(0.5)
-        self._drain_once(block=False)
+                stop, ok = self._stop.is_set(), False
+            if stop:
+                return
+            retry = RETRY_MIN if ok else min(RETRY_MAX, retry * 2)
 
-    def _drain_once(self, block: bool) -> None:
-        items: list[tuple[str, object]] = []
+    def _gather(self, block: bool, wait: float = 0.5) -> bool:
+        """Move queued items into the writer's hands, for up to one commit interval after the
+        first. True when asked to stop."""
         try:
-            first = self._queue.get(timeout=0.5) if block else self._queue.get_nowait()
+            first = self._queue.get(timeout=wait) if block else self._queue.get_nowait()
         except queue.Empty:
-            return
-        items.append(first)
+            return self._stop.is_set()
+        stop = self._take(first)
         deadline = time.monotonic() + self.commit_interval
-        while first[0] != "x" and len(items) < 20000:
+        while not stop and first[0] != "s":
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -233,140 +239,194 @@ class Outbox:
                 item = self._queue.get(timeout=left)
             except queue.Empty:
                 break
-            items.append(item)
-            if item[0] in ("x", "s"):
+            stop = self._take(item)
+            if item[0] == "s":
                 break
         while True:
             try:
-                items.append(self._queue.get_nowait())
+                item = self._queue.get_nowait()
             except queue.Empty:
                 break
-        readings = [r for k, r in items if k == "r"]
-        acks = [a for k, a in items if k == "a"]
-        eacks = [a for k, a in items if k == "e"]
-        tokens = [int(t) for k, t in items if k == "s"]  # type: ignore[call-overload]
-        if readings or acks or eacks:
-            self._commit(readings, acks, eacks)  # type: ignore[arg-type]
-        if tokens:
-            with self._synced:
-                self._done_token = max(self._done_token, *tokens)
-                self._synced.notify_all()
+            stop = self._take(item) or stop
+        if self._trouble and len(self._held) > MAX_HELD:  # only while the disk refuses commits
+            drop = len(self._held) - MAX_HELD
+            del self._held[:drop]
+            self.counters.dropped += drop
+            self._unrecorded_drops += drop
+            log.error("buffer: DROPPED %d readings never committed (%s); %d held in memory",
+                      drop, self._trouble or "disk trouble", len(self._held))
+        return stop
 
-    def _commit(self, readings: list[Reading], acks: list[tuple[int, list[int]]],
-                eacks: list[tuple[int, list[int]]]) -> None:
-        while True:
-            first = self._next_seq
-            self._seqs.ensure(first, len(readings))
-            rows = [
-                (first + i, r.device, r.ts, r.status,
-                 json.dumps(r.values, separators=(",", ":"), ensure_ascii=False), self._mask)
-                for i, r in enumerate(readings)
-            ]
-            c = self._conn
-            try:
-                c.execute("BEGIN IMMEDIATE")
-                if rows:
-                    c.executemany("INSERT INTO readings(seq, device, ts, status, vals, pending)"
-                                  " VALUES (?, ?, ?, ?, ?, ?)", rows)
-                for bit, seqs in acks:
-                    c.executemany("UPDATE readings SET pending = pending & ? WHERE seq = ?",
-                                  [(~(1 << bit), s) for s in seqs])
-                    c.executemany("DELETE FROM readings WHERE seq = ? AND pending = 0",
-                                  [(s,) for s in seqs])
-                for bit, ids in eacks:
-                    c.executemany("UPDATE evictions SET pending = pending & ? WHERE id = ?",
-                                  [(~(1 << bit), i) for i in ids])
-                c.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                if not _is_full(exc):
-                    raise
-                self.counters.disk_full += 1
-                log.error("buffer: disk or database full (%s); evicting the oldest readings", exc)
-                if not self._evict("disk full"):
-                    time.sleep(0.5)  # nothing left to evict: wait for space, keep running
+    def _take(self, item: tuple[str, Any]) -> bool:
+        kind, value = item
+        if kind == "r":
+            self._held.append(value)
+        elif kind == "a":
+            self._acks.setdefault(value[0], []).extend(value[1])
+        elif kind == "e":
+            self._eacks.setdefault(value[0], []).extend(value[1])
+        elif kind == "s":
+            self._tokens.append(int(value))
+        elif kind == "c" and value[0] == self.generation:
+            self._corrupt = f"found by a reader: {value[1]}"
+        return kind == "x"
+
+    def _flush(self) -> bool:
+        """Commit everything held. True when nothing is left (sync tokens are then done)."""
+        wrote = False
+        while self._corrupt or self._held or self._acks or self._eacks:
+            if self._corrupt:
+                try:
+                    self._reset(self._corrupt)
+                except Exception as exc:  # kept: retried on the next round
+                    self._note_trouble(exc)
+                    return False
+                self._corrupt = ""
                 continue
-            break
-        if rows:
-            self._next_seq = first + len(rows)
-            self.last_seq = self._next_seq - 1
-            self.counters.committed += len(rows)
-        self.counters.commits += 1
-        if self.used_bytes() > self.max_bytes:
-            self._evict("max_bytes")
-        for cb in self._listeners:
-            cb(self.last_seq)
-
-    # -- size and eviction -------------------------------------------------------------
-    def used_bytes(self) -> int:
-        c = self._conn
-        pages = c.execute("PRAGMA page_count").fetchone()[0]
-        free = c.execute("PRAGMA freelist_count").fetchone()[0]
-        try:
-            wal = os.path.getsize(str(self.path) + "-wal")
-        except OSError:
-            wal = 0
-        return (pages - free) * self.page_size + wal
-
-    def _evict(self, reason: str) -> bool:
-        """Delete the oldest chunk of readings and record it. False if nothing was left."""
-        c = self._conn
-        total = c.execute("SELECT count(*) FROM readings").fetchone()[0]
-        if total == 0:
-            return False
-        n = max(EVICT_MIN_ROWS, int(total * EVICT_FRACTION))
-        first = c.execute("SELECT min(seq) FROM readings").fetchone()[0]
-        last_row = c.execute("SELECT seq FROM readings ORDER BY seq LIMIT 1 OFFSET ?",
-                             (min(n, total) - 1,)).fetchone()
-        last = last_row[0]
-        try:
-            c.execute("BEGIN IMMEDIATE")
-            cur = c.execute("DELETE FROM readings WHERE seq <= ?", (last,))
-            count = cur.rowcount
-            c.execute("INSERT INTO evictions(at, first_seq, last_seq, count, reason, pending)"
-                      " VALUES (?, ?, ?, ?, ?, ?)",
-                      (int(time.time() * 1000), first, last, count, reason, self._mask))
-            c.execute("INSERT INTO counters(name, value) VALUES ('evicted', ?)"
-                      " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (count,))
-            c.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            log.error("buffer: eviction failed (%s)", exc)
-            return False
-        self.counters.evicted += count
-        log.warning("BUFFER FULL (%s): evicted %d oldest readings, seq %d..%d", reason, count, first, last)
-        with contextlib.suppress(sqlite3.OperationalError):
-            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                self._commit_step(with_readings=True)
+                wrote = True
+            except (sqlite3.Error, OSError) as exc:
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                if is_corrupt(exc):
+                    self._corrupt = str(exc)
+                    continue
+                full = isinstance(exc, sqlite3.Error) and is_full(exc)  # not an OSError from the seq file
+                if full and self._make_room(exc):
+                    continue
+                if not full:
+                    self.counters.io_errors += 1
+                self._note_trouble(exc)
+                return False
+        if wrote:
+            self._after_commit()
+        if self._trouble:
+            log.warning("buffer: commits succeed again (after: %s); %d readings committed so far",
+                        self._trouble, self.counters.committed)
+            self._trouble = ""
+        if self._tokens:
+            with self._synced:
+                self._done_token = max(self._done_token, *self._tokens)
+                self._synced.notify_all()
+            self._tokens.clear()
         return True
 
-    # -- readers -----------------------------------------------------------------------
-    def reader(self) -> OutboxReader:
-        """A read connection for one thread (uplinks, technician commands)."""
-        return OutboxReader(self.path)
+    def _commit_step(self, with_readings: bool) -> None:
+        """One transaction: every held acknowledgement and up to one chunk of readings."""
+        c = self._conn
+        batch = self._held[: self._chunk] if with_readings else []
+        first = self._next_seq
+        if batch:
+            self._seqs.ensure(first, len(batch))
+        c.execute("BEGIN IMMEDIATE")
+        if batch:
+            c.executemany(
+                "INSERT INTO readings(seq, device, ts, status, vals, pending) VALUES (?, ?, ?, ?, ?, ?)",
+                [(first + i, r.device, r.ts, r.status, values_json(r.values), self._mask)
+                 for i, r in enumerate(batch)])
+        for bit, seqs in self._acks.items():
+            others = ~(1 << bit)
+            spans = to_ranges(seqs)
+            # readings nobody else waits for go at once; the rest lose this uplink's bit
+            c.executemany("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0",
+                          [(a, b, others) for a, b in spans])
+            c.executemany("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ? AND pending & ?",
+                          [(others, a, b, 1 << bit) for a, b in spans])
+        for bit, ids in self._eacks.items():
+            c.executemany("UPDATE evictions SET pending = pending & ? WHERE id = ?",
+                          [(~(1 << bit), i) for i in ids])
+        if self._unrecorded_drops:
+            c.execute("INSERT INTO counters(name, value) VALUES ('dropped', ?)"
+                      " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (self._unrecorded_drops,))
+        c.execute("COMMIT")
+        self._unrecorded_drops = 0
+        self._acks.clear()
+        self._eacks.clear()
+        self.counters.commits += 1
+        if batch:
+            del self._held[: len(batch)]
+            self._next_seq = first + len(batch)
+            self.last_seq = self._next_seq - 1
+            self.counters.committed += len(batch)
+            for cb in self._listeners:
+                cb(self.last_seq)
 
+    def _after_commit(self) -> None:
+        """Housekeeping between commits: the page cap follows the disk, the WAL stays small."""
+        c = self._conn
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self.space.update_cap(c)
+            if self.space.wal_bytes() > 2 * self.wal_allowance:
+                # a long reader held the WAL; shrink it without waiting long for readers
+                c.execute("PRAGMA busy_timeout=50")
+                try:
+                    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    c.execute("PRAGMA busy_timeout=30000")
+            if not self.space.reserve_held:
+                self.space.take_reserve()
+                self.space.update_cap(c)
 
-class OutboxReader:
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self.conn.execute("PRAGMA busy_timeout=30000")
+    # -- when the disk says no ------------------------------------------------------------
+    def _note_trouble(self, exc: BaseException) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._trouble:
+            log.error("buffer: cannot commit (%s); %d readings wait in memory, retrying", text, len(self._held))
+        self._trouble = text
 
-    def fetch(self, bit: int, after: int, upto: int | None, limit: int) -> list[Row]:
-        """Readings still pending for uplink ``bit`` with ``after < seq <= upto``, oldest first."""
-        sql = "SELECT seq, device, ts, status, vals FROM readings WHERE seq > ? AND pending & ?"
-        args: list[int] = [after, 1 << bit]
-        if upto is not None:
-            sql += " AND seq <= ?"
-            args.append(upto)
-        sql += " ORDER BY seq LIMIT ?"
-        args.append(limit)
-        return [Row(*r) for r in self.conn.execute(sql, args)]
+    def _make_room(self, exc: BaseException) -> bool:
+        """The store is full: free space (acknowledgements, eviction, the reserve). True if
+        something was freed and the commit is worth retrying."""
+        self.counters.disk_full += 1
+        c = self._conn
+        if self._acks or self._eacks:
+            try:  # acknowledgements delete rows: they may make room by themselves
+                self._commit_step(with_readings=False)
+                return True
+            except (sqlite3.Error, OSError):
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+        reason = "max_bytes" if self.space.at_static_cap() else "disk full"
+        try:
+            evicted = evict_oldest(c, self.uplink_bits, reason)
+        except (sqlite3.Error, OSError) as exc2:
+            if not is_full(exc2):
+                log.error("buffer: eviction failed: %s", exc2)
+                return False
+            evicted = None  # even a DELETE needs room (the WAL grows first)
+        if evicted is None:
+            # nothing to evict, or no room to evict: the reserve file gives the WAL and the
+            # checkpoint room, once
+            if self.space.release_reserve():
+                with contextlib.suppress(sqlite3.Error):
+                    c.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.space.update_cap(c)
+                return True
+            return False
+        self.counters.evicted += evicted.count
+        self.counters.eviction_records += evicted.records
+        log.warning("BUFFER FULL (%s): evicted %d oldest readings, seq %d..%d (%s)", reason, evicted.count,
+                    evicted.first_seq, evicted.last_seq, exc)
+        self.space.update_cap(c)
+        return True
 
-    def evictions(self, bit: int) -> list[Eviction]:
-        return [Eviction(*r) for r in self.conn.execute(
-            "SELECT id, at, first_seq, last_seq, count, reason FROM evictions WHERE pending & ?"
-            " ORDER BY id", (1 << bit,))]
-
-    def close(self) -> None:
-        self.conn.close()
+    def _reset(self, error: str) -> None:
+        """The file turned out corrupt while running: move it aside, carry on in a fresh one.
+        Acknowledgements for the old file's readings are moot (announced as lost instead)."""
+        bits = dict(self.uplink_bits)
+        self._acks.clear()
+        self._eacks.clear()
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        if self.path.exists():  # not yet moved by an earlier attempt that failed half-way
+            self._aside = move_aside(self.path, error)
+        info = self._aside
+        assert info is not None
+        self._conn = connect(self.path)
+        migrate(self._conn)
+        self.space.configure(self._conn)
+        self.uplink_bits = register_uplinks(self._conn, list(bits), keep=bits)
+        self.generation += 1
+        self._record_reset(info)

@@ -1,4 +1,9 @@
-"""The outbox schema as ordered migrations, each recorded in ``schema_migrations``."""
+"""The outbox schema as ordered migrations, each recorded in ``schema_migrations``.
+
+A migration is applied once, in order, in its own transaction; its version, name and time
+are recorded in the database, so ``edge-agent buffer stats`` can say which schema a file
+has. Never edit a released migration: add the next one.
+"""
 
 from __future__ import annotations
 
@@ -37,19 +42,45 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "evictions name the uplink that lost the range; meta facts about the file",
+        """
+        ALTER TABLE evictions ADD COLUMN uplink TEXT;
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        """,
+    ),
 ]
 
+LATEST = max(v for v, _, _ in MIGRATIONS)
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Apply every migration not yet recorded, each in its own transaction (the connection
-    must be in autocommit mode); return the schema version."""
+
+def applied_version(conn: sqlite3.Connection) -> int:
+    """The highest migration recorded in the file (0 for a file without the table)."""
+    try:
+        row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    except sqlite3.OperationalError:
+        return 0
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection, upto: int | None = None) -> int:
+    """Apply every migration not yet recorded (up to ``upto``), each in its own transaction;
+    the connection must be in autocommit mode. Return the schema version of the file."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
     )
     done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    newer = [v for v in done if v > LATEST]
+    if newer:
+        raise RuntimeError(f"the buffer has schema version {max(newer)}, newer than this edge-agent"
+                           f" knows ({LATEST}); upgrade edge-agent or move the file aside")
     for version, name, sql in MIGRATIONS:
-        if version in done:
+        if version in done or (upto is not None and version > upto):
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -64,4 +95,4 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-    return max((v for v, _, _ in MIGRATIONS), default=0)
+    return applied_version(conn)

@@ -1,16 +1,21 @@
 """The gateway-wide ``seq`` high-water mark, kept beside the database.
 
 ``seq`` must never be reused, even when a corrupt database is moved aside and a fresh one
-started. Blocks of seqs are reserved in a small file (written atomically, fsynced) before
-they are handed out, so a restart continues above anything that may have been used.
+started. Blocks of seqs are reserved in a small file (written atomically, fsynced, the
+directory too) before they are handed out. While the database is healthy it is the
+authority (seq continues right after its highest committed one, no gap); the reservation
+only matters for a fresh database, which then starts above anything ever handed out.
+One fsync per ``BLOCK`` readings: nothing an SD card notices.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 BLOCK = 100_000
+WIDTH = 20  # digits, fixed so the file is rewritten in place
 
 
 class SeqReserve:
@@ -29,10 +34,36 @@ class SeqReserve:
         if next_seq + count <= self.limit:
             return
         new_limit = next_seq + count + BLOCK
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{new_limit}\n")
+        text = f"{new_limit:>{WIDTH}}\n".encode()
+        try:
+            # in place: a fixed-width overwrite inside one sector needs no new disk block,
+            # so it works on a full disk
+            fd = os.open(self.path, os.O_WRONLY)
+        except FileNotFoundError:
+            self._create(text)
+        else:
+            try:
+                if os.fstat(fd).st_size != len(text):
+                    raise OSError("unexpected seq file size")
+                os.pwrite(fd, text, 0)
+                os.fsync(fd)
+            except OSError:
+                os.close(fd)
+                self._create(text)
+            else:
+                os.close(fd)
+        self.limit = new_limit
+
+    def _create(self, text: bytes) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        self.limit = new_limit
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dfd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
