@@ -110,8 +110,8 @@ def check_topic_template(template: str, allowed: tuple[str, ...] = TOPIC_FIELDS)
         raise ValueError(f"'{template}': {exc}") from exc
     for name in names:
         if name not in allowed:
-            raise ValueError(f"unknown placeholder '{{{name}}}' in '{template}'{did_you_mean(name, allowed)};"
-                             f" use {', '.join('{' + a + '}' for a in allowed)}")
+            raise ValueError(f"unknown placeholder '{{{name}}}' in '{template}' (placeholders:"
+                             f" {', '.join('{' + a + '}' for a in allowed)}){did_you_mean(name, allowed)}")
     return template
 
 
@@ -148,13 +148,14 @@ class MqttUplink(Strict):
     protocol: Annotated[Literal["5", "3.1.1"], BeforeValidator(_protocol)] = Field(
         "5", description="MQTT version; only v5 reports a refused publish (e.g. ACL denial)")
     client_id: str | None = Field(None, description="default: <gateway id>-<uplink id>")
-    username: str | None = None
+    username: str | None = Field(None, description="login name; the password comes from password_file or password_env")
     password_file: str | None = Field(None, description="file holding the password (never logged)")
     password_env: str | None = Field(None, description="environment variable holding the password")
     topic_prefix: str = Field("edge", description="{prefix} in topic templates")
     topics: Topics = Field(default_factory=Topics, description="topic templates (defaults per format)")
     format: Literal["native", "thingsboard"] = Field("native", description="payload format")
-    keepalive: Duration = 30.0
+    keepalive: Duration = Field(
+        30.0, description="MQTT keepalive: the broker sends the last will after 1.5 times this in silence")
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = Field(
         20, description="messages handed to the MQTT client before a PUBACK")
     ack_timeout: Duration = Field(

@@ -1,54 +1,44 @@
 """An MQTT uplink: reads the outbox, publishes with QoS 1, acknowledges on PUBACK.
 
-The SQLite outbox is the only queue. Each uplink runs one thread that drives its own paho
-client (``loop()``, no paho thread): callbacks run in this thread, so no lock is held
-across ``publish()``. At most ``max_inflight`` messages are handed to paho; a message's
-readings are acknowledged to the outbox only on a success PUBACK. A refused publish
-(MQTT v5 reason code >= 0x80, e.g. 135 "not authorized") keeps its readings buffered.
-paho never retransmits on a live connection, so when the oldest unacknowledged publish
-is older than ``ack_timeout`` the uplink drops the connection and starts a fresh
-session, which re-reads everything still pending from the outbox.
+The SQLite outbox is the only queue. Each uplink (one platform: its broker, credentials,
+topics, format and delivery state) runs one thread that drives its own paho client, so a
+platform that is down or slow never delays another. Readings become messages in two
+small ready queues (live first, then backlog); at most ``max_inflight`` messages (or the
+broker's v5 Receive Maximum) are handed to paho, and a message's readings are
+acknowledged to the outbox only on a success PUBACK. A refused publish (v5 reason code
+>= 0x80, e.g. 135 "not authorized") keeps its readings buffered and blocks that topic
+for ``refused_retry`` (see refusals.py). paho never retransmits on a live connection, so
+when the oldest unacknowledged publish is older than ``ack_timeout`` the uplink drops
+the connection and starts a fresh session, which re-reads everything pending.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
-import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
-
 from buffer.outbox import Outbox, OutboxReader, Row
 
-from ..config import MqttUplink, Tls
+from ..config import MqttUplink
 from . import payload
+from .connection import Connection, Stopping
+from .refusals import RefusalGate
+from .security import UplinkError, read_secret, tls_context
+from .topics import TopicMap
 
 log = logging.getLogger(__name__)
 
-REFUSED_RETRY_SECONDS = 30.0
-DEFAULT_TOPICS = {
-    "native": {
-        "telemetry": "{prefix}/{gateway}/up/{device}",
-        "meta": "{prefix}/{gateway}/meta/{device}",
-        "status": "{prefix}/{gateway}/status",
-    },
-    "thingsboard": {
-        "telemetry": "v1/gateway/telemetry",
-        "meta": "v1/gateway/attributes",
-        "status": "{prefix}/{gateway}/status",
-    },
-}
+HEALTHY_SESSION = 10.0  # a session that lasted this long resets the reconnect back-off
+STOP_GRACE = 2.0  # on stop, wait this long for outstanding PUBACKs
+_NO_SEQS: list[int] = []
 
 
 @dataclass(slots=True)
@@ -59,15 +49,18 @@ class UplinkStats:
     readings_acked: int = 0
     refused: int = 0
     stalls: int = 0
+    errors: int = 0
     last_error: str = ""
 
 
 @dataclass(slots=True)
-class _Inflight:
+class _Msg:
     kind: str  # "readings" | "eviction" | "other"
-    sent: float
     topic: str
-    seqs: list[int] = field(default_factory=list)
+    data: bytes | str
+    seqs: list[int]
+    retain: bool = False
+    sent: float = 0.0
     eviction_id: int = 0
 
 
@@ -80,82 +73,24 @@ class GatewayInfo:
     devices: dict[str, dict[str, Any]]  # device id → metadata (profile, units, location...)
 
 
-class UplinkError(Exception):
-    """A connection attempt failed in a way a technician must see (TLS, login, DNS)."""
+def backoff_delay(attempt: int, lo: float, hi: float, rand: Callable[[], float] = random.random) -> float:
+    """Exponential back-off with jitter: in [cap/2, cap], cap = min(hi, lo * 2**attempt).
+
+    The jitter keeps a fleet of gateways from reconnecting in step after a broker restart.
+    """
+    cap = min(hi, lo * 2 ** min(attempt, 30))
+    return cap / 2 + rand() * cap / 2
 
 
-def read_secret(cfg: MqttUplink, base_dir: Path) -> str | None:
-    import os
-
-    if cfg.password_file:
-        path = Path(cfg.password_file)
-        if not path.is_absolute():
-            path = base_dir / path
-        try:
-            return path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise UplinkError(f"cannot read password_file {path}: {exc.strerror}") from exc
-    if cfg.password_env:
-        value = os.environ.get(cfg.password_env)
-        if value is None:
-            raise UplinkError(f"environment variable {cfg.password_env} (password_env) is not set")
-        return value
-    return None
-
-
-def tls_context(cfg: MqttUplink, base_dir: Path) -> ssl.SSLContext | None:
-    if not cfg.tls_enabled:
-        return None
-    tls = cfg.tls if isinstance(cfg.tls, Tls) else Tls()
-
-    def p(name: str | None) -> str | None:
-        if name is None:
-            return None
-        path = Path(name)
-        return str(path if path.is_absolute() else base_dir / path)
-
-    try:
-        ctx = ssl.create_default_context(cafile=p(tls.ca))
-        if tls.cert:
-            ctx.load_cert_chain(p(tls.cert) or "", p(tls.key))
-    except (OSError, ssl.SSLError) as exc:
-        raise UplinkError(f"TLS set-up failed: {exc}") from exc
-    if tls.insecure:
-        ctx.check_hostname = False
-    return ctx
-
-
-def describe_connect_error(exc: BaseException, cfg: MqttUplink) -> str:
-    where = f"{cfg.host}:{cfg.effective_port}"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = exc.verify_message or str(exc)
-        if "expired" in reason:
-            return f"TLS: the broker's certificate has expired ({where})"
-        if "Hostname mismatch" in reason or "IP address mismatch" in reason:
-            return f"TLS: the broker's certificate does not match host '{cfg.host}' ({reason})"
-        if "local issuer" in reason or "self-signed" in reason or "unknown ca" in reason.lower():
-            return f"TLS: the broker's certificate is signed by an unknown CA ({reason}); set tls.ca"
-        return f"TLS: certificate verification failed: {reason}"
-    if isinstance(exc, ssl.SSLError):
-        text = str(exc)
-        if "CERTIFICATE_REQUIRED" in text.upper() or "certificate required" in text:
-            return f"TLS: the broker requires a client certificate (tls.cert, tls.key) ({where})"
-        if "UNKNOWN_CA" in text.upper() or "unknown ca" in text:
-            return f"TLS: the broker does not trust our client certificate ({where})"
-        if "EXPIRED" in text.upper():
-            return f"TLS: a certificate has expired ({text})"
-        return f"TLS error with {where}: {text}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused by {where} (broker down or wrong port)"
-    if isinstance(exc, TimeoutError):
-        return f"no answer from {where} (timeout)"
-    if isinstance(exc, OSError):
-        return f"cannot reach {where}: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _code(reason: ReasonCode | int) -> int:
-    return int(reason.value) if isinstance(reason, ReasonCode) else int(reason)
+def _by_device(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        group = groups.get(r.device)
+        if group is None:
+            groups[r.device] = [r]
+        else:
+            group.append(r)
+    return groups
 
 
 class MqttUplinkWorker:
@@ -170,22 +105,15 @@ class MqttUplinkWorker:
         self.base_dir = base_dir
         self.bit = outbox.uplink_bits[name]
         self.stats = UplinkStats()
-        self.topics = {**DEFAULT_TOPICS[cfg.format]}
-        for key, value in cfg.topics.model_dump(exclude_none=True).items():
-            self.topics[key] = value
+        self.topics = TopicMap(cfg, info.gateway, info.devices)
+        self.gate = RefusalGate(cfg.refused_retry)
+        self._heads: dict[str, str] = {}
+        self._retain = True  # until a broker says it has no retained messages
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._acks: deque[tuple[int, ReasonCode | int]] = deque()
-        self._disconnected = threading.Event()
-        self._connack: ReasonCode | None = None
         self._logged: set[str] = set()
         outbox.add_listener(lambda _seq: self._wake.set())
-
-    # -- topics ---------------------------------------------------------------------
-    def topic(self, kind: str, device: str = "", profile: str = "") -> str:
-        return self.topics[kind].format(prefix=self.cfg.topic_prefix, gateway=self.info.gateway,
-                                        device=device, profile=profile)
 
     def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
         """Log a state change once; repeats go to debug."""
@@ -211,259 +139,263 @@ class MqttUplinkWorker:
         attempt = 0
         try:
             while not self._stop.is_set():
-                ok = False
+                began = time.monotonic()
+                connected = False
                 try:
-                    ok = self._session(reader)
+                    connected = self._session(reader)
+                except Stopping:
+                    break
                 except UplinkError as exc:
-                    self.stats.last_error = str(exc)
-                    self._log_once(logging.ERROR, f"err:{exc}", "uplink %s: %s", self.name, exc)
+                    self._error(str(exc))
                 except Exception as exc:
-                    self.stats.last_error = str(exc)
+                    self.stats.errors += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("uplink %s: unexpected error", self.name)
                 self.stats.connected = False
-                attempt = 0 if ok else attempt + 1
-                # exponential back-off with full jitter: a fleet does not reconnect in step
-                cap = min(self.cfg.reconnect_max, self.cfg.reconnect_min * 2 ** min(attempt, 16))
-                delay = random.uniform(self.cfg.reconnect_min * 0.5, max(self.cfg.reconnect_min, cap))
-                self._stop.wait(delay)
+                healthy = connected and time.monotonic() - began >= HEALTHY_SESSION
+                attempt = 0 if healthy else attempt + 1
+                self._stop.wait(backoff_delay(attempt, self.cfg.reconnect_min, self.cfg.reconnect_max))
         finally:
             reader.close()
 
+    def _error(self, text: str) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = text
+        self._log_once(logging.ERROR, f"err:{text}", "uplink %s: %s", self.name, text)
+
     # -- one connection ---------------------------------------------------------------
-    def _client(self) -> mqtt.Client:
-        v5 = self.cfg.protocol == "5"
-        client_id = self.cfg.client_id or f"{self.info.gateway}-{self.name}"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else True,
-        )
-        secret = read_secret(self.cfg, self.base_dir)
-        if self.cfg.username is not None or secret is not None:
-            client.username_pw_set(self.cfg.username, secret)
-        ctx = tls_context(self.cfg, self.base_dir)
-        if ctx is not None:
-            client.tls_set_context(ctx)
-        client.will_set(self.topic("status"), json.dumps({"status": "offline"}), qos=1, retain=True)
-        client.max_inflight_messages_set(self.cfg.max_inflight + 8)
-        client.max_queued_messages_set(0)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        return client
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                    properties: Any) -> None:
-        self._connack = reason
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
-                       properties: Any) -> None:
-        self._disconnected.set()
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
-                    properties: Any) -> None:
-        self._acks.append((mid, reason))
-
-    def _connect(self, client: mqtt.Client) -> None:
-        self._connack = None
-        self._disconnected.clear()
+    def _session(self, reader: OutboxReader) -> bool:
+        """One connection, from CONNECT until it drops, stalls or the agent stops."""
+        cfg = self.cfg
+        conn = Connection(cfg, cfg.client_id or f"{self.info.gateway}-{self.name}",
+                          (self.topics.status, payload.STATUS_OFFLINE), read_secret(cfg, self.base_dir),
+                          tls_context(cfg, self.base_dir), self._retain)
         try:
-            if self.cfg.protocol == "5":
-                client.connect(self.cfg.host, self.cfg.effective_port, int(self.cfg.keepalive),
-                               clean_start=True)
-            else:
-                client.connect(self.cfg.host, self.cfg.effective_port, int(self.cfg.keepalive))
-        except (OSError, ssl.SSLError) as exc:
-            raise UplinkError(describe_connect_error(exc, self.cfg)) from exc
-        deadline = time.monotonic() + 10
-        while self._connack is None:
-            rc = client.loop(timeout=0.1)
-            if rc != mqtt.MQTT_ERR_SUCCESS or self._disconnected.is_set() or time.monotonic() > deadline:
-                raise UplinkError(f"no CONNACK from {self.cfg.host}:{self.cfg.effective_port}")
-        if self._connack.is_failure:
-            text = str(self._connack)
-            if "password" in text.lower() or "authoriz" in text.lower():
-                raise UplinkError(f"broker refused the login ({text}); check username and password")
-            raise UplinkError(f"broker refused the connection: {text}")
+            try:
+                conn.open(self._stop)
+            finally:
+                self._retain = conn.retain
+            self.stats.connects += 1
+            self.stats.connected = True
+            self.stats.last_error = ""
+            self._logged = {k for k in self._logged if k.startswith("refused:")}
+            log.info("uplink %s: connected to %s:%d (MQTT %s%s)", self.name, cfg.host, cfg.effective_port,
+                     cfg.protocol, ", TLS" if cfg.tls_enabled else "")
+            self.gate.new_session()
+            inflight: dict[int, _Msg] = {}
+            self._deliver(conn, reader, inflight)
+            if self._stop.is_set():
+                self._goodbye(conn, inflight)
+            return True
+        finally:
+            conn.close()
 
-    def _publish(self, client: mqtt.Client, topic: str, data: bytes | str, entry: _Inflight,
-                 inflight: dict[int, _Inflight], retain: bool = False) -> bool:
-        info = client.publish(topic, data, qos=1, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            # paho keeps such a message queued and sends it on reconnect; we never resend it
-            # ourselves within this session, and a new session uses a new client.
-            self._disconnected.set()
+    def _publish(self, conn: Connection, msg: _Msg, inflight: dict[int, _Msg], now: float) -> bool:
+        mid = conn.publish(msg.topic, msg.data, msg.retain)
+        if mid is None:
             return False
-        inflight[info.mid] = entry
+        msg.sent = now
+        inflight[mid] = msg
         self.stats.messages += 1
         return True
 
-    def _announce(self, client: mqtt.Client, inflight: dict[int, _Inflight]) -> None:
-        now = time.monotonic()
-        status = {"status": "online", "version": self.info.version,
-                  "config_hash": self.info.config_hash, "started": self.info.started_ms}
-        self._publish(client, self.topic("status"), json.dumps(status), _Inflight("other", now, "status"),
-                      inflight, retain=True)
+    def _announcements(self) -> list[_Msg]:
+        """Retained birth on the status topic, then each device's metadata."""
+        info = self.info
+        msgs = [_Msg("other", self.topics.status, payload.birth(info.version, info.config_hash, info.started_ms),
+                     _NO_SEQS, retain=True)]
         if self.cfg.format == "thingsboard":
-            for device in self.info.devices:
-                self._publish(client, "v1/gateway/connect", json.dumps({"device": device}),
-                              _Inflight("other", now, "connect"), inflight)
-            attrs = {d: m for d, m in self.info.devices.items()}
-            self._publish(client, self.topic("meta"), json.dumps(attrs, ensure_ascii=False),
-                          _Inflight("other", now, "meta"), inflight)
+            msgs += [_Msg("other", "v1/gateway/connect", payload.thingsboard_connect(d), _NO_SEQS)
+                     for d in info.devices]
+            if info.devices:
+                msgs.append(_Msg("other", self.topics.meta(""), payload.thingsboard_attributes(info.devices),
+                                 _NO_SEQS))
+        else:
+            msgs += [_Msg("other", self.topics.meta(d), payload.device_meta(m), _NO_SEQS, retain=True)
+                     for d, m in info.devices.items()]
+        return msgs
+
+    def _goodbye(self, conn: Connection, inflight: dict[int, _Msg]) -> None:
+        """On stop: collect outstanding PUBACKs, then say offline (a clean DISCONNECT sends no will)."""
+        if not self._drain(conn, inflight, STOP_GRACE):
             return
-        for device, meta in self.info.devices.items():
-            self._publish(client, self.topic("meta", device, str(meta.get("profile", ""))),
-                          json.dumps(meta, ensure_ascii=False), _Inflight("other", now, "meta"),
-                          inflight, retain=True)
+        offline = _Msg("other", self.topics.status, payload.STATUS_OFFLINE, _NO_SEQS, retain=True)
+        if self._publish(conn, offline, inflight, time.monotonic()):
+            self._drain(conn, inflight, 1.0)
 
-    def _messages(self, rows: Sequence[Row], per_message: int) -> list[tuple[str, bytes, list[int]]]:
-        """Group rows into (topic, payload, seqs), one device per message for native."""
-        by_device: dict[str, list[Row]] = {}
-        for r in rows:
-            by_device.setdefault(r.device, []).append(r)
-        out: list[tuple[str, bytes, list[int]]] = []
-        if self.cfg.format == "thingsboard":
-            for i in range(0, len(rows), per_message):
-                chunk = rows[i : i + per_message]
-                group: dict[str, list[Row]] = {}
-                for r in chunk:
-                    group.setdefault(r.device, []).append(r)
-                out.append((self.topic("telemetry"), payload.thingsboard(group), [r.seq for r in chunk]))
-            return out
-        for device, drows in by_device.items():
-            profile = str(self.info.devices.get(device, {}).get("profile", ""))
-            topic = self.topic("telemetry", device, profile)
-            for i in range(0, len(drows), per_message):
-                chunk = drows[i : i + per_message]
-                out.append((topic, payload.native(self.info.gateway, device, chunk), [r.seq for r in chunk]))
-        return out
-
-    def _session(self, reader: OutboxReader) -> bool:
-        """One connection, from CONNECT until it drops or stalls. True if it connected."""
-        client = self._client()
-        self._connect(client)
-        self.stats.connects += 1
-        self.stats.connected = True
-        self.stats.last_error = ""
-        self._logged = {k for k in self._logged if k.startswith("refused:")}
-        log.info("uplink %s: connected to %s:%d (MQTT %s%s)", self.name, self.cfg.host,
-                 self.cfg.effective_port, self.cfg.protocol, ", TLS" if self.cfg.tls_enabled else "")
-        inflight: dict[int, _Inflight] = {}
-        inflight_seqs: set[int] = set()
-        self._acks.clear()
-        try:
-            self._announce(client, inflight)
-            self._deliver(client, reader, inflight, inflight_seqs)
-        finally:
-            with contextlib.suppress(Exception):  # the socket may be gone already
-                client.disconnect()
-                client.loop(timeout=0.05)
-            sock = client.socket()
-            if sock is not None:
-                with contextlib.suppress(Exception):
-                    sock.close()
+    def _drain(self, conn: Connection, inflight: dict[int, _Msg], seconds: float) -> bool:
+        """Wait up to ``seconds`` for the PUBACKs of what is in flight. False if the connection is gone."""
+        deadline = time.monotonic() + seconds
+        while inflight and time.monotonic() < deadline:
+            alive = conn.loop(0.05)
+            if conn.acks:
+                self._settle(conn, inflight, time.monotonic())
+            if not alive:
+                return False
         return True
 
-    def _deliver(self, client: mqtt.Client, reader: OutboxReader, inflight: dict[int, _Inflight],
-                 inflight_seqs: set[int]) -> None:
+    # -- from rows to messages ---------------------------------------------------------------
+    def _head(self, device: str) -> str:
+        head = self._heads.get(device)
+        if head is None:
+            head = self._heads[device] = payload.native_head(self.info.gateway, device)
+        return head
+
+    def _build(self, rows: Sequence[Row], per_message: int, queue: deque[_Msg], max_payload: int) -> None:
+        """Messages of at most ``per_message`` readings; native: one device per message."""
+        if self.cfg.format == "native":
+            for device, drows in _by_device(rows).items():
+                topic, head = self.topics.telemetry(device), self._head(device)
+                for i in range(0, len(drows), per_message):
+                    self._emit(queue, topic, drows[i:i + per_message], head, max_payload)
+            return
+        by_topic: dict[str, list[Row]] = {}
+        for r in rows:
+            by_topic.setdefault(self.topics.telemetry(r.device), []).append(r)
+        for topic, trows in by_topic.items():
+            for i in range(0, len(trows), per_message):
+                self._emit(queue, topic, trows[i:i + per_message], None, max_payload)
+
+    def _messages(self, rows: Sequence[Row], per_message: int) -> list[tuple[str, bytes, list[int]]]:
+        """(topic, payload, seqs) as the delivery loop would publish ``rows`` (bench/backlog_drain.py)."""
+        queue: deque[_Msg] = deque()
+        self._build(rows, per_message, queue, 0)
+        return [(m.topic, m.data if isinstance(m.data, bytes) else m.data.encode(), m.seqs) for m in queue]
+
+    def _emit(self, queue: deque[_Msg], topic: str, rows: Sequence[Row], head: str | None,
+              max_payload: int) -> None:
+        data = payload.native(head, rows) if head is not None else payload.thingsboard(_by_device(rows))
+        if max_payload and len(data) > max_payload and len(rows) > 1:  # the broker's Maximum Packet Size
+            half = len(rows) // 2
+            self._emit(queue, topic, rows[:half], head, max_payload)
+            self._emit(queue, topic, rows[half:], head, max_payload)
+            return
+        queue.append(_Msg("readings", topic, data, [r.seq for r in rows]))
+
+    # -- acknowledgements ------------------------------------------------------------------
+    def _settle(self, conn: Connection, inflight: dict[int, _Msg], now: float) -> None:
+        acked: list[int] = []
+        acks = conn.acks
+        while acks:
+            mid, code, reason = acks.popleft()
+            msg = inflight.pop(mid, None)
+            if msg is None:
+                continue
+            if code >= 0x80:
+                self._refused(msg, reason, code, now)
+                continue
+            if msg.kind == "readings":
+                acked += msg.seqs
+                if self.gate and self.gate.accepted(msg.topic):
+                    self._logged = {k for k in self._logged if not k.startswith(f"refused:{msg.topic}:")}
+                    log.info("uplink %s: broker accepts publishes to %s again; sending its buffered readings",
+                             self.name, msg.topic)
+            elif msg.kind == "eviction":
+                self.outbox.ack_evictions(self.name, [msg.eviction_id])
+        if acked:
+            self.outbox.ack(self.name, acked)
+            self.stats.readings_acked += len(acked)
+
+    def _refused(self, msg: _Msg, reason: object, code: int, now: float) -> None:
+        self.stats.refused += 1
+        self.stats.errors += 1
+        self.stats.last_error = f"publish to {msg.topic} refused: {reason} (reason {code})"
+        if msg.kind == "readings":
+            self.gate.refused(msg.topic, now)
+            self._log_once(logging.ERROR, f"refused:{msg.topic}:{code}",
+                           "uplink %s: broker refused publish to %s: %s (reason %d); its readings stay in the"
+                           " buffer, retried every %.0fs", self.name, msg.topic, reason, code,
+                           self.cfg.refused_retry)
+        else:
+            self._log_once(logging.ERROR, f"refused:{msg.topic}:{code}",
+                           "uplink %s: broker refused publish to %s: %s (reason %d)",
+                           self.name, msg.topic, reason, code)
+
+    # -- the delivery loop --------------------------------------------------------------
+    def _deliver(self, conn: Connection, reader: OutboxReader, inflight: dict[int, _Msg]) -> None:
         cfg = self.cfg
-        self.outbox.sync()
-        live_floor = self.outbox.last_seq
-        live_cursor = live_floor
+        outbox = self.outbox
+        outbox.sync()
+        live_floor = live_cursor = outbox.last_seq  # readings up to live_floor are backlog
         backlog_cursor = 0
+        skip: set[int] = set()  # in flight when a rescan began: not to be read again in that pass
+        ready_other: deque[_Msg] = deque(self._announcements())  # status, metadata, eviction notices
+        ready_live: deque[_Msg] = deque()
+        ready_backlog: deque[_Msg] = deque()
         tokens = float(cfg.backlog_batch)
         last_refill = time.monotonic()
-        rescan_at = 0.0
-        backlog_slots = max(1, cfg.max_inflight - min(2, cfg.max_inflight - 1))
         evictions_seen = -1
+        sent = 0
         while not self._stop.is_set():
-            busy = bool(inflight)
-            rc = client.loop(timeout=0.01 if busy else 0.0)
-            if rc != mqtt.MQTT_ERR_SUCCESS or self._disconnected.is_set():
-                self._log_once(logging.WARNING, "lost", "uplink %s: connection lost (%s)", self.name,
-                               mqtt.error_string(rc))
-                return
+            alive = conn.loop(0.0 if sent or not inflight else 0.01)
             now = time.monotonic()
-            acked: list[int] = []
-            while self._acks:
-                mid, reason = self._acks.popleft()
-                entry = inflight.pop(mid, None)
-                if entry is None:
-                    continue
-                failed = isinstance(reason, ReasonCode) and reason.is_failure
-                if entry.kind == "readings":
-                    inflight_seqs.difference_update(entry.seqs)
-                    if failed:
-                        self.stats.refused += 1
-                        self.stats.last_error = f"publish to {entry.topic} refused: {reason}"
-                        self._log_once(logging.ERROR, f"refused:{entry.topic}:{reason}",
-                                       "uplink %s: broker refused publish to %s: %s (reason %d);"
-                                       " %d readings stay buffered, retrying every %ds",
-                                       self.name, entry.topic, reason, _code(reason),
-                                       len(entry.seqs), int(REFUSED_RETRY_SECONDS))
-                        rescan_at = rescan_at or now + REFUSED_RETRY_SECONDS
-                    else:
-                        acked.extend(entry.seqs)
-                elif entry.kind == "eviction" and not failed:
-                    self.outbox.ack_evictions(self.name, [entry.eviction_id])
-            if acked:
-                self.outbox.ack(self.name, acked)
-                self.stats.readings_acked += len(acked)
-            if rescan_at and now >= rescan_at and not inflight:
-                # retry what the broker refused: read the outbox again from the start
-                rescan_at = 0.0
-                self.outbox.sync()
-                live_floor = live_cursor = self.outbox.last_seq
-                backlog_cursor = 0
+            if conn.acks:
+                self._settle(conn, inflight, now)
+            if not alive:
+                self._log_once(logging.WARNING, "lost", "uplink %s: connection to %s:%d lost", self.name,
+                               cfg.host, cfg.effective_port)
+                return
             # the stall watchdog: paho never retransmits on a live connection
             if inflight:
-                oldest = min(e.sent for e in inflight.values())
+                oldest = next(iter(inflight.values())).sent
                 if now - oldest > cfg.ack_timeout:
                     self.stats.stalls += 1
                     log.warning("uplink %s: no PUBACK for %.0fs (%d messages in flight); reconnecting",
                                 self.name, now - oldest, len(inflight))
                     return
-            if self.outbox.counters.evicted != evictions_seen:
-                evictions_seen = self.outbox.counters.evicted
-                self.outbox.sync()
+            # a refused topic is due for a probe, or accepted again: read the buffer from the start
+            if self.gate and self.gate.rescan_due(now):
+                self.gate.rescan_started(now)
+                outbox.sync()  # acknowledgements so far are committed: they are not read again
+                skip = {s for q in (inflight.values(), ready_live, ready_backlog) for m in q for s in m.seqs}
+                live_floor = live_cursor
+                backlog_cursor = 0
+            if outbox.counters.eviction_records != evictions_seen:
+                evictions_seen = outbox.counters.eviction_records
+                outbox.sync()
+                announcing = {m.eviction_id for q in (inflight.values(), ready_other) for m in q
+                              if m.kind == "eviction"}
                 for ev in reader.evictions(self.bit):
+                    if ev.id in announcing:
+                        continue
                     notice = {"status": "online", "event": "evicted", "first_seq": ev.first_seq,
                               "last_seq": ev.last_seq, "count": ev.count, "reason": ev.reason, "at": ev.at}
-                    self._publish(client, self.topic("status"), json.dumps(notice),
-                                  _Inflight("eviction", now, "status", eviction_id=ev.id), inflight)
-            published = False
-            free = cfg.max_inflight - len(inflight)
-            if free > 0 and not rescan_at:
-                rows = [r for r in reader.fetch(self.bit, live_cursor, None, cfg.live_batch * free)
-                        if r.seq not in inflight_seqs]
+                    ready_other.append(_Msg("eviction", self.topics.status, json.dumps(notice), _NO_SEQS,
+                                            eviction_id=ev.id))
+            # fill the ready queues from the buffer
+            window = conn.window
+            if not ready_live and outbox.last_seq > live_cursor:
+                rows = reader.fetch(self.bit, live_cursor, None, cfg.live_batch * max(1, window - len(inflight)))
                 if rows:
                     live_cursor = rows[-1].seq
-                    for topic, data, seqs in self._messages(rows, cfg.live_batch):
-                        if not self._publish(client, topic, data, _Inflight("readings", now, topic, seqs), inflight):
-                            return
-                        inflight_seqs.update(seqs)
-                        published = True
+                    self._build(rows, cfg.live_batch, ready_live, conn.max_payload)
             if cfg.backlog_rate:
-                tokens = min(max(cfg.backlog_rate, cfg.backlog_batch),
-                             tokens + (now - last_refill) * cfg.backlog_rate)
+                tokens = min(max(cfg.backlog_rate, cfg.backlog_batch), tokens + (now - last_refill) * cfg.backlog_rate)
                 last_refill = now
-            backlog_busy = sum(1 for e in inflight.values() if e.kind == "readings")
-            if (backlog_cursor < live_floor and not rescan_at and backlog_busy < backlog_slots
-                    and (not cfg.backlog_rate or tokens >= 1)):
+            # wait for a whole batch of tokens: catch-up goes in big messages, not in crumbs
+            if not ready_backlog and backlog_cursor < live_floor and (
+                    not cfg.backlog_rate or tokens >= min(cfg.backlog_batch, live_floor - backlog_cursor)):
                 limit = cfg.backlog_batch if not cfg.backlog_rate else max(1, min(cfg.backlog_batch, int(tokens)))
-                rows = [r for r in reader.fetch(self.bit, backlog_cursor, live_floor, limit)
-                        if r.seq not in inflight_seqs]
+                rows = reader.fetch(self.bit, backlog_cursor, live_floor, limit)
                 if not rows:
                     backlog_cursor = live_floor
+                    skip.clear()
                 else:
                     backlog_cursor = rows[-1].seq
                     tokens -= len(rows)
-                    for topic, data, seqs in self._messages(rows, cfg.backlog_batch):
-                        if not self._publish(client, topic, data, _Inflight("readings", now, topic, seqs), inflight):
-                            return
-                        inflight_seqs.update(seqs)
-                        published = True
-            if not published and not inflight:
+                    if skip:
+                        rows = [r for r in rows if r.seq not in skip]
+                    self._build(rows, cfg.backlog_batch, ready_backlog, conn.max_payload)
+            # hand messages to paho: status first, then live; the backlog leaves two slots for live readings
+            sent = 0
+            for queue, slots in ((ready_other, window), (ready_live, window), (ready_backlog, max(1, window - 2))):
+                while queue and len(inflight) < slots:
+                    msg = queue.popleft()
+                    if msg.kind == "readings" and self.gate and not self.gate.allows(msg.topic, now):
+                        continue  # stays in the buffer; a rescan finds it
+                    if not self._publish(conn, msg, inflight, now):
+                        return
+                    sent += 1
+            if not sent and not inflight:
                 self._wake.wait(0.05)
                 self._wake.clear()

@@ -1,0 +1,122 @@
+"""A publish the broker refuses (mosquitto ACL) keeps its readings in the buffer under MQTT v5.
+
+Under 3.1.1 mosquitto acknowledges a denied publish as a success: the last test pins that
+down, because docs/mqtt.md tells technicians so.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.localbroker import LocalBroker
+from tests.helpers import AgentProcess, SimulatorThread, wait_for, write_config
+from tests.mqtt_support import GATEWAY, Recorder, Rig, broker_lines, uplink
+
+DENY_DUST = """# anonymous clients: the platform reads everything, the gateway may not publish dust-1
+topic read edge/#
+topic write edge/site-test/status
+topic write edge/site-test/meta/#
+topic write edge/site-test/up/meter-1
+"""
+ALLOW_ALL = "topic readwrite edge/#\n"
+
+
+def acl_broker(d: Path, rules: str) -> LocalBroker:
+    acl = d / "acl"
+    acl.write_text(rules)
+    return LocalBroker(workdir=d / "broker", extra=broker_lines(f"acl_file {acl}")).start()
+
+
+def test_refused_readings_stay_buffered_and_the_refusal_is_logged_once(tmp_path: Path) -> None:
+    broker = acl_broker(tmp_path, DENY_DUST)
+    sim = SimulatorThread(pty={1: "renke-dust-all-in-one"}, tcp={1: "eastron-sdm630"}).start()
+    rec = Recorder(broker.port, "edge/#").start()
+    cfg = write_config(
+        tmp_path / "config.yaml", data_dir=tmp_path / "data",
+        buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}, baudrate: 9600}}",
+               "lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
+        devices={"dust-1": "{bus: rs485-1, unit: 1, profile: renke-dust-all-in-one, interval: 500ms}",
+                 "meter-1": "{bus: lan, unit: 1, profile: eastron-sdm630, interval: 500ms}"},
+        uplinks=f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n"
+                "    refused_retry: 1s\n", extra="logging: {level: debug}")
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    try:
+        # several refusal periods pass: each one re-probes the denied topic
+        wait_for(lambda: len({r["seq"] for r in rec.readings() if r["device"] == "meter-1"}) >= 6, 30,
+                 "meter-1 readings (allowed) to arrive")
+        time.sleep(1.5)
+    finally:
+        rc = agent.stop(signal.SIGTERM)
+        rec.stop()
+        sim.stop()
+        broker.stop()
+    log = agent.log()
+    assert rc == 0, log
+    assert not [r for r in rec.readings() if r["device"] == "dust-1"], "the broker must have refused dust-1"
+    db = sqlite3.connect(tmp_path / "data" / "outbox.db")
+    buffered = [s for (s,) in db.execute("SELECT seq FROM readings WHERE device = 'dust-1' ORDER BY seq")]
+    meter = {r["seq"] for r in rec.readings() if r["device"] == "meter-1"}
+    committed = db.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()[0]
+    # every dust-1 reading is still in the buffer: nothing lost, and the platform got every other one
+    assert len(buffered) >= 6
+    assert set(range(1, committed + 1)) - meter - set(buffered) <= set(range(committed - 4, committed + 1))
+    assert not set(buffered) & meter
+    refusals = [line for line in log.splitlines() if "refused publish to" in line]
+    errors = [line for line in refusals if " ERROR " in line]
+    assert len(errors) == 1, refusals
+    assert f"edge/{GATEWAY}/up/dust-1" in errors[0]
+    assert "Not authorized" in errors[0] and "reason 135" in errors[0]
+    assert len(refusals) >= 3, "the topic was probed again and refused again (at debug level only)"
+
+
+def test_a_refused_topic_is_delivered_once_the_broker_allows_it(tmp_path: Path) -> None:
+    broker = acl_broker(tmp_path, DENY_DUST)
+    rec = Recorder(broker.port, "edge/#").start()
+    rig = Rig(tmp_path, {"central": uplink(broker.port, refused_retry="500ms")}, devices=("dust-1", "meter-1"))
+    rig.start()
+    try:
+        rig.submit("dust-1", 20)
+        rig.submit("meter-1", 5)
+        wait_for(lambda: len(rec.seqs()) == 5, 10, "the allowed meter-1 readings")
+        worker = rig.workers["central"]
+        wait_for(lambda: worker.stats.refused >= 2, 10, "a refusal and a refused probe")
+        assert rig.outbox.sync()
+        assert [d for _, d in rig.pending("central")] == ["dust-1"] * 20
+        assert "reason 135" in worker.stats.last_error and worker.stats.errors >= 2
+        # the platform fixes its ACL; mosquitto reloads it on SIGHUP
+        (tmp_path / "acl").write_text(ALLOW_ALL)
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(rec.seqs()) == 25, 15, "the buffered dust-1 readings after the ACL fix")
+        wait_for(lambda: rig.outbox.sync() and not rig.pending("central"), 5, "the buffer to empty")
+    finally:
+        rig.stop()
+        rec.stop()
+        broker.stop()
+    assert rec.seqs() == set(range(1, 26))
+
+
+def test_under_mqtt_3_1_1_a_denied_publish_is_silently_lost(tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Why v5 is the default: mosquitto PUBACKs a denied 3.1.1 publish as a success."""
+    caplog.set_level(logging.INFO)
+    broker = acl_broker(tmp_path, DENY_DUST)
+    rec = Recorder(broker.port, "edge/#").start()
+    rig = Rig(tmp_path, {"central": uplink(broker.port, protocol="3.1.1")}).start()
+    try:
+        rig.submit("dust-1", 5)
+        wait_for(lambda: rig.workers["central"].stats.readings_acked == 5, 10, "5 (false) acknowledgements")
+        wait_for(lambda: rig.outbox.sync() and not rig.pending("central"), 5, "the buffer to empty")
+    finally:
+        rig.stop()
+        rec.stop()
+        broker.stop()
+    assert rec.seqs() == set()  # the platform never got them, and the agent could not know
+    assert rig.workers["central"].stats.refused == 0
+    assert not [m for m in caplog.messages if "refused" in m]
