@@ -5,13 +5,17 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint docs system-deps clean
+.PHONY: demo test bench lint docs system-deps clean
 
 demo: system-deps $(VENV)/.installed   ## the whole path on simulated devices, until Ctrl-C
 	$(BIN)/edge-agent demo
 
 test: system-deps $(VENV)/.installed lint   ## the whole test suite, from scratch
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: system-deps $(VENV)/.installed   ## benchmarks against limits measured in the same run (bench/results.json)
+	@$(BIN)/pip install -q -e '.[bench]' 2>/dev/null || echo "py-spy is not installable here: figures without profiles"
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
