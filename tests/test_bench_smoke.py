@@ -102,11 +102,12 @@ def test_judging_margins() -> None:
 
 
 def test_profile_summary_from_collapsed_stacks() -> None:
+    root = ROOT  # frames of the project are recognised by the checkout's own path
     text = "\n".join([
-        "thread (1): outbox-writer;Outbox._writer (/work/main/buffer/outbox.py:10);"
+        f"thread (1): outbox-writer;Outbox._writer ({root}/buffer/outbox.py:10);"
         "dumps (/usr/lib/python3.11/json/__init__.py:231) 30",
-        "thread (1): outbox-writer;Outbox._writer (/work/main/buffer/outbox.py:10);"
-        "Outbox._commit (/work/main/buffer/outbox.py:20) 50",
+        f"thread (1): outbox-writer;Outbox._writer ({root}/buffer/outbox.py:10);"
+        f"Outbox._commit ({root}/buffer/outbox.py:20) 50",
         "thread (2): MainThread;run (/x/site-packages/pymodbus/client/base.py:5) 20",
         "thread (2): MainThread;run (/x/site-packages/pymodbus/client/base.py:5);"
         "EpollSelector.select (/usr/lib/python3.11/selectors.py:468) 40",
