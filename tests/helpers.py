@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -18,12 +17,17 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.localbroker import free_port
-from drivers.catalog import resolve_profile
-from drivers.simulator.modbus_server import SimContext, SimSlave, start_serial_server, start_tcp_server
-from drivers.simulator.pty import PtyPair
+from drivers.simulator.modbus_server import SimSlave
+from drivers.simulator.runner import SimRunner
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def edge_agent(*args: str, timeout: float = 60, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess[str]:
+    """``edge-agent ARGS`` as a technician runs it: a process, its output captured."""
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=env)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
@@ -36,68 +40,42 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, step: float = 
 
 
 class SimulatorThread:
-    """Simulated Modbus slaves on a pty pair and/or TCP, served from their own event loop."""
+    """Simulated Modbus slaves on a pty pair and/or Modbus TCP: one SimRunner (its own thread
+    and event loop) per line."""
 
     def __init__(self, pty: dict[int, str] | None = None, tcp: dict[int, str] | None = None,
                  baudrate: int = 9600, emulate_timing: bool = False) -> None:
-        self.pty_slaves = [SimSlave(unit=u, profile=resolve_profile(p)) for u, p in (pty or {}).items()]
-        self.tcp_slaves = [SimSlave(unit=u, profile=resolve_profile(p)) for u, p in (tcp or {}).items()]
-        self.baudrate = baudrate
-        self.emulate_timing = emulate_timing
-        self.tcp_port = free_port()
-        self.pair: PtyPair | None = PtyPair() if self.pty_slaves else None
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._servers: list[Any] = []
-        self._error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.runners: dict[str, SimRunner] = {}
+        if pty:
+            self.runners["pty"] = SimRunner(pty, "pty", baudrate=baudrate, emulate_timing=emulate_timing)
+        if tcp:
+            self.runners["tcp"] = SimRunner(tcp, "tcp")
 
     @property
     def serial_port(self) -> str:
-        assert self.pair is not None
-        return self.pair.agent_end
+        return self.runners["pty"].port
+
+    @property
+    def tcp_port(self) -> int:
+        return self.runners["tcp"].tcp_port
 
     def slave(self, line: str, unit: int) -> SimSlave:
-        slaves = self.pty_slaves if line == "pty" else self.tcp_slaves
-        return next(s for s in slaves if s.unit == unit)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self._start())
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        self.loop.run_forever()
-
-    async def _start(self) -> None:
-        if self.pty_slaves:
-            assert self.pair is not None
-            ctx = SimContext(self.pty_slaves, self.baudrate if self.emulate_timing else None)
-            self._servers.append(await start_serial_server(self.pair.device_end, ctx, baudrate=self.baudrate))
-        if self.tcp_slaves:
-            self._servers.append(await start_tcp_server("127.0.0.1", self.tcp_port, SimContext(self.tcp_slaves)))
+        return self.runners[line].slave(unit)
 
     def start(self) -> SimulatorThread:
-        self.thread.start()
-        self._ready.wait(10)
-        if self._error:
-            raise self._error
+        started: list[SimRunner] = []
+        try:
+            for runner in self.runners.values():
+                started.append(runner.start())
+        except BaseException:
+            for runner in started:
+                runner.stop()
+            raise
         return self
 
     def stop(self) -> None:
-        async def shutdown() -> None:
-            for s in self._servers:
-                await s.shutdown()
-
-        if self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(5)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(5)
-        if self.pair:
-            self.pair.close()
+        for runner in self.runners.values():
+            runner.stop()
 
 
 @dataclass

@@ -21,14 +21,10 @@ import pytest
 from buffer.outbox import Outbox
 from drivers.reading import Reading
 from tests.buffer_helpers import evicted_ranges
+from tests.helpers import edge_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_714_550_400_000  # 2024-05-01T08:00:00Z
-
-
-def edge_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
 
 
 def config(tmp_path: Path, max_bytes: str = "256MiB") -> Path:

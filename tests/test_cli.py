@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent.localbroker import free_port
-from tests.helpers import SimulatorThread, wait_for, write_config
+from tests.helpers import SimulatorThread, edge_agent, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def edge_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
 
 
 @pytest.mark.parametrize("command", ["run", "check", "once", "simulate", "demo"])

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 from drivers.catalog import resolve_profile
 from drivers.dlt645.simulator import DLT645Simulator, SimMeter
 from drivers.simulator.pty import PtyPair
-from tests.helpers import write_config
+from tests.helpers import edge_agent, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,8 +36,7 @@ def test_once_reads_a_dlt645_meter_from_config(tmp_path: Path) -> None:
                 buses={"rs485-2": f"{{type: serial, port: {pair.agent_end}, baudrate: 2400, parity: E}}"},
                 devices={"meter-2": "{bus: rs485-2, address: '000000000001', profile: generic-dlt645-2007}"},
                 uplinks="  {}")
-            r = subprocess.run([sys.executable, "-m", "agent.cli", "once", "-c", str(cfg)], capture_output=True,
-                               text=True, cwd=ROOT, timeout=60)
+            r = edge_agent("once", "-c", str(cfg))
         finally:
             loop.call_soon_threadsafe(stop.set)
             t.join(10)
@@ -57,8 +54,7 @@ def test_check_rejects_mixed_protocols_and_bad_meter_addresses(tmp_path: Path) -
         devices={"meter-1": "{bus: rs485-1, address: '12345678901X', profile: generic-dlt645-2007}",
                  "dust-1": "{bus: rs485-1, unit: 1, profile: renke-dust-all-in-one}"},
         uplinks="  {}")
-    r = subprocess.run([sys.executable, "-m", "agent.cli", "check", "-c", str(cfg)], capture_output=True, text=True,
-                       cwd=ROOT, timeout=60)
+    r = edge_agent("check", "-c", str(cfg))
     assert r.returncode == 1
     assert f"{cfg}:7: devices.meter-1.address:" in r.stdout
     assert "cannot share bus rs485-1 with the dlt645 device meter-1" in r.stdout

@@ -27,7 +27,7 @@ from drivers.catalog import load_profile_file
 from drivers.dlt645 import decodings
 from drivers.dlt645.simulator import DLT645Simulator, SimMeter
 from drivers.simulator.pty import PtyPair
-from tests.helpers import wait_for, write_config
+from tests.helpers import edge_agent, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,11 +43,6 @@ points:
   register_a: {di: 04-00-04-09, format: XXXX.XX, unit: "", sim: {pattern: constant, value: 1234.56}}
   register_b: {di: 04-00-04-0A, format: XX.XX, signed: true, unit: "", sim: {pattern: constant, value: -12.34}}
 """
-
-
-def edge_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,14 @@ from pydantic import ValidationError
 
 from agent.config import MqttUplink
 from agent.uplinks.mqtt import backoff_delay
+from tests.helpers import edge_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "Zq9-very-secret"
 
 
 def check(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", "check", "-c", str(config)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+    return edge_agent("check", "-c", str(config), env={**os.environ, **env})
 
 
 def test_the_two_platforms_example_passes_check() -> None:

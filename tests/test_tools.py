@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from drivers.catalog import catalog, load_profile_file, resolve_profile
 from drivers.modbus.wire import rtu_wire_seconds
 from drivers.simulator.modbus_server import SimSlave
 from drivers.simulator.runner import SimRunner
+from tests.helpers import edge_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +33,6 @@ points:
   tag:         {table: holding, address: 15, type: string, length: 3, unit: "", sim: {pattern: constant, value: EA-01}}
   lamp_on:     {table: coil, address: 0, type: bool, sim: {pattern: constant, value: true}}
 """
-
-
-def edge_agent(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout)
 
 
 @pytest.fixture
