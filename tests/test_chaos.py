@@ -21,6 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from agent.localbroker import LocalBroker
 from tests.buffer_helpers import (
     BROKER_EXTRA,
@@ -180,7 +182,7 @@ class Chaos:
         return rc
 
 
-def test_chaos_loses_nothing(tmp_path: Path) -> None:
+def test_chaos_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     seed = int(os.environ.get("CHAOS_SEED", str(random.SystemRandom().randrange(1_000_000))))
     print(f"\nchaos seed = {seed}  (replay: CHAOS_SEED={seed})")
     chaos = Chaos(tmp_path, seed)
@@ -205,12 +207,12 @@ def test_chaos_loses_nothing(tmp_path: Path) -> None:
     missing = set(range(1, committed + 1)) - received - buffered - told
     duplicates = len(received_all) - len(received)
     log = chaos.agent.log()
-    print(f"committed = {committed}, received = {len(received)}, still buffered = {len(buffered)},"
-          f" evicted and announced = {len(told)}")
-    print(f"faults: {dict(chaos.done)}; proxy: {chaos.proxy.stats}; uplink stalls detected:"
-          f" {log.count('no PUBACK')}")
-    print(f"lost = {len(missing)}")
-    print(f"duplicates = {duplicates}")
+    with capsys.disabled():  # the verdict belongs in CI's output, not only in a failure report
+        print(f"\nchaos (seed {seed}): committed = {committed}, received = {len(received)}, "
+              f"still buffered = {len(buffered)}, evicted and announced = {len(told)}")
+        print(f"chaos faults: {dict(chaos.done)}; proxy: {chaos.proxy.stats}; uplink stalls detected:"
+              f" {log.count('no PUBACK')}")
+        print(f"chaos: lost = {len(missing)}, duplicates = {duplicates}")
     assert not missing, f"lost seqs: {sorted(missing)[:50]}"
     assert chaos.done == Counter(FAULTS)
     assert not received - set(range(1, committed + 1)), "a seq arrived that was never committed"
