@@ -322,6 +322,12 @@ def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> Scen
     at_least(res.add(Figure("readings_per_s_uncapped", "backlog readings drained per second, backlog_rate: 0",
                             u["rate"], "readings/s", limit=raw_rate, limit_label="raw paho QoS 1, same messages",
                             note=f"{u['messages']:,} messages for {n:,} readings")), TARGET_RATE)
+    raw_msg_rate = raw_rate * raw_msgs / raw_readings if raw_readings else None
+    if u["seconds"] and raw_msg_rate:
+        res.add(Figure("messages_per_s_uncapped", "uplink messages per second, backlog_rate: 0",
+                       u["messages"] / u["seconds"], "messages/s", limit=raw_msg_rate,
+                       limit_label="raw paho QoS 1, same messages",
+                       note=f"{n / max(u['messages'], 1):.0f} readings per message on average"))
     at_most(res.add(Figure("live_p99_uncapped_s", "live reading p99 (subscriber), backlog_rate: 0", u["arrival_p99"],
                            "s", note=f"p50 {u['arrival_p50'] or 0:.3f} s, max {u['arrival_max'] or 0:.3f} s")),
             TARGET_LIVE_P99_S)
