@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .schema import migrate
+from .schema import committed_seq, migrate
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ def _salvage_facts(aside: Path, error: str) -> ResetInfo:
         conn = connect_readonly(aside)
         try:
             with contextlib.suppress(Exception):
-                row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-                last = int(row[0]) if row else 0
+                last = committed_seq(conn)
             with contextlib.suppress(Exception):
                 first, count = conn.execute("SELECT min(seq), count(*) FROM readings").fetchone()
         finally:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .database import connect_readonly
 from .reader import Eviction, Row
-from .schema import LATEST, applied_version
+from .schema import LATEST, applied_version, committed_seq
 
 EXPORT_CHUNK = 5000
 
@@ -83,7 +83,7 @@ def read_stats(path: Path) -> BufferStats:
     conn = connect_readonly(path)
     try:
         version = applied_version(conn)
-        seq_row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
+        last_seq = committed_seq(conn)
         count, first = conn.execute("SELECT count(*), min(seq) FROM readings").fetchone()
         uplinks = []
         mask = 0
@@ -110,7 +110,7 @@ def read_stats(path: Path) -> BufferStats:
     finally:
         conn.close()
     return BufferStats(
-        path=path, schema_version=version, schema_latest=LATEST, last_seq=int(seq_row[0]) if seq_row else 0,
+        path=path, schema_version=version, schema_latest=LATEST, last_seq=last_seq,
         readings=count, first_seq=first, file_bytes=_size(path), wal_bytes=_size(Path(str(path) + "-wal")),
         reserve_bytes=_size(Path(str(path) + ".reserve")), free_pages_bytes=free_pages * page_size,
         uplinks=uplinks, evictions=evictions, counters=counters, reset=reset, orphans=orphans)
@@ -142,8 +142,7 @@ class Exporter:
         try:
             lo, hi = self.conn.execute("SELECT min(seq), max(seq) FROM readings").fetchone()
         except sqlite3.DatabaseError:  # a damaged file: walk the whole seq range, skipping bad parts
-            row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-            lo, hi = 1, int(row[0]) if row else 0
+            lo, hi = 1, committed_seq(self.conn)
         self.first_seq: int = lo or 0
         self.last_seq: int = hi or 0
 

@@ -35,7 +35,7 @@ from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
 from .ranges import to_ranges
 from .reader import Eviction, OutboxReader, Row
-from .schema import migrate
+from .schema import committed_seq, migrate
 from .seqfile import SeqReserve
 from .space import SpaceGuard
 from .uplinkbits import register_uplinks
@@ -128,8 +128,7 @@ class Outbox:
 
     # -- set-up ---------------------------------------------------------------------
     def _sequence(self) -> int:
-        row = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-        return int(row[0]) if row else 0
+        return committed_seq(self._conn)
 
     def _record_reset(self, info: ResetInfo) -> None:
         """A corrupt file was moved aside: announce the seqs it may have held as lost."""

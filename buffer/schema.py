@@ -58,6 +58,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 LATEST = max(v for v, _, _ in MIGRATIONS)
 
 
+def committed_seq(conn: sqlite3.Connection) -> int:
+    """The highest seq ever committed (AUTOINCREMENT keeps it after rows are deleted); 0 if none."""
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
+    return int(row[0]) if row else 0
+
+
 def applied_version(conn: sqlite3.Connection) -> int:
     """The highest migration recorded in the file (0 for a file without the table)."""
     try:

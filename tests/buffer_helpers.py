@@ -10,6 +10,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from buffer.schema import committed_seq
 from drivers.reading import Reading
 from tests.helpers import Collector
 
@@ -35,8 +36,7 @@ def stored_seqs(db: Path, uplink_bit: int | None = None) -> set[int]:
 def committed_high_water(db: Path) -> int:
     conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-        return int(row[0]) if row else 0
+        return committed_seq(conn)
     finally:
         conn.close()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.localbroker import LocalBroker
+from buffer.schema import committed_seq
 from drivers.catalog import resolve_profile
 from drivers.vocabulary import unit_of
 from tests.helpers import AgentProcess, Collector, SimulatorThread, wait_for, write_config
@@ -90,7 +91,7 @@ def test_outage_of_the_broker_loses_no_reading(tmp_path: Path, broker: LocalBrok
         sim.stop()
     assert rc == 0, agent.log()
     db = sqlite3.connect(tmp_path / "data" / "outbox.db")
-    committed = db.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()[0]
+    committed = committed_seq(db)
     still_buffered = {r[0] for r in db.execute("SELECT seq FROM readings")}
     received = set(collector.seqs())
     missing = set(range(1, committed + 1)) - received - still_buffered

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.localbroker import LocalBroker
+from buffer.schema import committed_seq
 from tests.helpers import AgentProcess, SimulatorThread, wait_for, write_config
 from tests.mqtt_support import GATEWAY, Recorder, Rig, broker_lines, uplink
 
@@ -62,7 +63,7 @@ def test_refused_readings_stay_buffered_and_the_refusal_is_logged_once(tmp_path:
     db = sqlite3.connect(tmp_path / "data" / "outbox.db")
     buffered = [s for (s,) in db.execute("SELECT seq FROM readings WHERE device = 'dust-1' ORDER BY seq")]
     meter = {r["seq"] for r in rec.readings() if r["device"] == "meter-1"}
-    committed = db.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()[0]
+    committed = committed_seq(db)
     # every dust-1 reading is still in the buffer: nothing lost, and the platform got every other one
     assert len(buffered) >= 6
     assert set(range(1, committed + 1)) - meter - set(buffered) <= set(range(committed - 4, committed + 1))
