@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from buffer.outbox import Outbox
 from drivers.reading import Reading
 
 from .buffer_ingest import NAMES, make_readings
-from .common import Figure, ScenarioResult, Sizes, at_least, at_most, percentile, wait_for
+from .common import Figure, ScenarioResult, Sizes, at_least, at_most, fresh_db, percentile, scratch_dir, wait_for
 from .profiling import Profiler
 
 TITLE = "Backlog drain: buffered readings to mosquitto, QoS 1, by MqttUplinkWorker, with live readings"
@@ -260,23 +259,14 @@ def drain(path: Path, broker: LocalBroker, backlog: int, live_rate: float, work:
             "connects": stats.connects, "stalls": stats.stalls, "refused": stats.refused}
 
 
-def _fresh(path: Path) -> Path:
-    for suffix in ("", "-wal", "-shm", ".seq"):
-        p = Path(str(path) + suffix)
-        if p.exists():
-            p.unlink()
-    return path
-
-
 def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> ScenarioResult:
     res = ScenarioResult("backlog_drain", TITLE)
-    work = workdir or Path(tempfile.mkdtemp(prefix="bench-drain-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = scratch_dir(workdir, "bench-drain-")
     n = sizes.drain_readings
     cfg = MqttUplink.model_validate({"type": "mqtt", "host": "127.0.0.1", "port": 1883})
     broker = LocalBroker(workdir=work / "broker").start()
     try:
-        db = _fresh(work / "outbox.db")
+        db = fresh_db(work / "outbox.db")
         t = time.monotonic()
         prefill(db, n)
         prefill_s = time.monotonic() - t
@@ -287,11 +277,11 @@ def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> Scen
         del messages
         d = drain(db, broker, n, sizes.live_per_second, work)
         # the same backlog again without the uplink's rate cap: what the path can do
-        prefill(_fresh(db), n)
+        prefill(fresh_db(db), n)
         u = drain(db, broker, n, sizes.live_per_second, work, backlog_rate=0)
         if profile:
             pn = min(n, max(20_000, int(sizes.profile_seconds * (u["rate"] or 20_000))))
-            pdb = _fresh(work / "outbox-profiled.db")
+            pdb = fresh_db(work / "outbox-profiled.db")
             prefill(pdb, pn)
             drain(pdb, broker, pn, sizes.live_per_second, work, backlog_rate=0, profile_into=res.profile)
             res.profile["readings"] = pn

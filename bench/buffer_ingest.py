@@ -16,7 +16,6 @@ import os
 import random
 import sqlite3
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from buffer.outbox import Outbox
 from buffer.schema import migrate
 from drivers.reading import Reading, Value
 
-from .common import Figure, ScenarioResult, Sizes, at_least
+from .common import Figure, ScenarioResult, Sizes, at_least, fresh_db, scratch_dir
 from .profiling import profiled
 
 TITLE = "Buffer ingest: readings of 10 values committed by the Outbox (synchronous=FULL, group commits)"
@@ -107,18 +106,9 @@ def raw_ingest(path: Path, readings: list[Reading], batch: int, encode_json: boo
         conn.close()
 
 
-def _fresh(path: Path) -> Path:
-    for suffix in ("", "-wal", "-shm", ".seq"):
-        p = Path(str(path) + suffix)
-        if p.exists():
-            p.unlink()
-    return path
-
-
 def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> ScenarioResult:
     res = ScenarioResult("buffer_ingest", TITLE)
-    work = workdir or Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = scratch_dir(workdir, "bench-ingest-")
     n = sizes.ingest_readings
     readings = make_readings(n)
     outbox_rates: list[float] = []
@@ -128,16 +118,16 @@ def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> Scen
     batches: list[float] = []
     for rep in range(sizes.ingest_reps):
         # alternate, so both see the same disk and page-cache weather
-        steady, overall, commits = outbox_ingest(_fresh(work / f"outbox-{rep}.db"), readings)
+        steady, overall, commits = outbox_ingest(fresh_db(work / f"outbox-{rep}.db"), readings)
         outbox_rates.append(steady)
         overall_rates.append(overall)
         batch = max(1, round(n / commits))
         batches.append(n / commits)
-        raw_rates.append(n / raw_ingest(_fresh(work / f"raw-{rep}.db"), readings, batch))
-        json_rates.append(n / raw_ingest(_fresh(work / f"json-{rep}.db"), readings, batch, encode_json=True))
+        raw_rates.append(n / raw_ingest(fresh_db(work / f"raw-{rep}.db"), readings, batch))
+        json_rates.append(n / raw_ingest(fresh_db(work / f"json-{rep}.db"), readings, batch, encode_json=True))
     if profile:
         with profiled(os.getpid(), work / "ingest.pyspy.txt", res.profile):
-            outbox_ingest(_fresh(work / "outbox-profiled.db"), readings)
+            outbox_ingest(fresh_db(work / "outbox-profiled.db"), readings)
     for p in work.glob("*.db*"):
         p.unlink()
     rate = statistics.median(outbox_rates)

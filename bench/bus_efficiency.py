@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from drivers.modbus.wire import bits_per_char, plan_wire_seconds
 from drivers.planner import ReadRequest
 from drivers.simulator.runner import SimRunner
 
-from .common import Figure, ScenarioResult, SimulatorProcess, Sizes, at_least
+from .common import Figure, ScenarioResult, SimulatorProcess, Sizes, at_least, scratch_dir
 from .profiling import profiled
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -144,8 +143,7 @@ def poll_cycles(port: str, seconds: float) -> dict[str, Any]:
 
 def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> ScenarioResult:
     res = ScenarioResult("bus_efficiency", TITLE)
-    work = workdir or Path(tempfile.mkdtemp(prefix="bench-bus-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = scratch_dir(workdir, "bench-bus-")
     sim = SimulatorProcess([f"pty:{u}={p}" for u, p in SITE.items()], work, baudrate=BAUDRATE, emulate_timing=True)
     prof: dict[str, Any] = {}
     try:

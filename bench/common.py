@@ -12,11 +12,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from buffer.schema import committed_seq
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
@@ -217,6 +220,22 @@ def percentile(values: list[float], p: float) -> float | None:
     return s[k]
 
 
+def scratch_dir(workdir: Path | None, prefix: str) -> Path:
+    """A scenario's working directory: the one given (``--workdir``), else a new temporary one."""
+    work = workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def fresh_db(path: Path) -> Path:
+    """``path`` with any database, WAL, shared-memory and seq file of an earlier pass removed."""
+    for suffix in ("", "-wal", "-shm", ".seq"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            p.unlink()
+    return path
+
+
 def wait_for(cond: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -235,8 +254,7 @@ def last_committed_seq(db: Path) -> int:
     except sqlite3.Error:
         return 0
     try:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='readings'").fetchone()
-        return int(row[0]) if row else 0
+        return committed_seq(conn)
     except sqlite3.Error:
         return 0
     finally:

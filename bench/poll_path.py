@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from .common import (
     mqtt_uplink_yaml,
     python_cmd,
     rss_bytes,
+    scratch_dir,
     wait_for,
 )
 from .profiling import profiled
@@ -126,8 +126,7 @@ def rss_by_import() -> list[Any]:
 
 def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> ScenarioResult:
     res = ScenarioResult("poll_path", TITLE)
-    work = workdir or Path(tempfile.mkdtemp(prefix="bench-poll-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = scratch_dir(workdir, "bench-poll-")
     n = sizes.poll_devices
     prof = load_profile_file(PROFILE_40)
     plan = plan_reads(prof.points, prof.max_registers_per_read, prof.read_gap)

@@ -11,7 +11,6 @@ import contextlib
 import re
 import statistics
 import subprocess
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from .common import (
     last_committed_seq,
     mqtt_uplink_yaml,
     python_cmd,
+    scratch_dir,
 )
 
 TITLE = "Start-up: process start to the first reading committed"
@@ -110,8 +110,7 @@ def parse_importtime(log: str, top: int = 10) -> dict[str, Any]:
 
 def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> ScenarioResult:
     res = ScenarioResult("startup", TITLE)
-    work = workdir or Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = scratch_dir(workdir, "bench-startup-")
     broker = LocalBroker(workdir=work / "broker").start()
     sim_port = free_port()
     sim = SimulatorProcess([f"tcp:{i}={PROFILE_40}" for i in range(1, DEVICES + 1)], work, tcp_port=sim_port)
