@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from drivers.catalog import catalog, looks_like_path, resolve_profile
+from drivers.catalog import resolve_profile
 from drivers.dlt645.codec import address_bytes
 from drivers.profile import Profile
 from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_source, validate
@@ -332,10 +332,6 @@ def load_config(path: str | Path) -> LoadedConfig:
     return LoadedConfig(cfg, Path(path), profiles, warnings, Path(path).read_text(encoding="utf-8"))
 
 
-def known_profile_names() -> list[str]:
-    return sorted(catalog())
-
-
 __all__ = [
     "Config",
     "LoadedConfig",
@@ -344,5 +340,4 @@ __all__ = [
     "SerialBus",
     "TcpBus",
     "load_config",
-    "looks_like_path",
 ]

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from drivers.dlt645.bus import DLT645Bus, DLT645Device
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import ModbusDevice
-from drivers.reading import Value
 
 from .config import LoadedConfig, RtuOverTcpBus, SerialBus, TcpBus
 
-ReadFn = Callable[[], Awaitable[dict[str, Value]]]
 Bus = ModbusBus | DLT645Bus
 Device = ModbusDevice | DLT645Device
 

@@ -6,7 +6,7 @@ simulator reads the optional ``sim:`` block of each point to serve plausible val
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -154,7 +154,3 @@ class Profile(Strict):
 
     def order_of(self, point: Point) -> tuple[Order, Order]:
         return (point.byte_order or self.byte_order, point.word_order or self.word_order)
-
-
-def profile_schema() -> dict[str, Any]:
-    return Profile.model_json_schema()
