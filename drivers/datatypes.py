@@ -58,16 +58,9 @@ def register_count(type_name: str, length: int | None = None) -> int:
     return length
 
 
-def words_to_bytes(words: list[int], byte_order: Order, word_order: Order) -> bytes:
-    """Registers as the bytes of one big-endian value, applying byte and word order."""
-    if word_order == "little":
-        words = words[::-1]
-    endian: Literal["big", "little"] = "big" if byte_order == "big" else "little"
-    return b"".join((w & 0xFFFF).to_bytes(2, endian) for w in words)
-
-
 def bytes_to_words(data: bytes, byte_order: Order, word_order: Order) -> list[int]:
-    """Inverse of :func:`words_to_bytes`."""
+    """The registers holding the big-endian bytes of one value, in byte and word order
+    (what :class:`PointDecoder` reads back)."""
     endian: Literal["big", "little"] = "big" if byte_order == "big" else "little"
     words = [int.from_bytes(data[i : i + 2], endian) for i in range(0, len(data), 2)]
     return words[::-1] if word_order == "little" else words
@@ -79,6 +72,53 @@ def apply_scale(raw: int | float, scale: float, offset: float) -> int | float:
     value = raw * scale + offset
     # 253 * 0.1 is 25.300000000000001 in binary; the device meant 25.3.
     return round(value, 9)
+
+
+class PointDecoder:
+    """How to decode one point, worked out once: the poll path calls it for every value.
+
+    Raises a typed error for a bad answer, never guesses.
+    """
+
+    __slots__ = ("_reverse", "_scaled", "_value", "_words", "bit", "count", "kind", "offset", "scale", "type_name")
+
+    def __init__(self, type_name: str, *, byte_order: Order = "big", word_order: Order = "big",
+                 scale: float = 1.0, offset: float = 0.0, length: int | None = None, bit: int | None = None) -> None:
+        t = TYPES[type_name]
+        self.type_name = type_name
+        self.kind = t.name
+        self.count = register_count(type_name, length)
+        self.bit = bit
+        self.scale = scale
+        self.offset = offset
+        self._scaled = not (scale == 1 and offset == 0)
+        # the registers as one big-endian value's bytes: each word in byte order, words in word order
+        self._words = struct.Struct(("<" if byte_order == "little" else ">") + f"{self.count}H")
+        self._reverse = word_order == "little"
+        self._value = struct.Struct(">" + t.struct_code) if t.struct_code else None
+
+    def __call__(self, words: list[int] | list[bool]) -> int | float | bool | str:
+        n = self.count
+        if len(words) < n:
+            raise ShortFrame(f"{self.type_name} needs {n} registers, got {len(words)}")
+        kind = self.kind
+        if kind == "bool":
+            return bool(words[0])
+        if kind == "bit":
+            assert self.bit is not None
+            return bool((int(words[0]) >> self.bit) & 1)
+        ordered = words[:n][::-1] if self._reverse else words[:n]
+        try:
+            raw = self._words.pack(*ordered)
+        except struct.error:  # a word outside 0..65535: keep its low 16 bits, as a register would
+            raw = self._words.pack(*(int(w) & 0xFFFF for w in ordered))
+        if kind == "string":
+            return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
+        assert self._value is not None
+        value = self._value.unpack(raw)[0]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DecodeError(f"{self.type_name} is not a finite number ({value})")
+        return apply_scale(value, self.scale, self.offset) if self._scaled else value
 
 
 def decode(
@@ -93,24 +133,8 @@ def decode(
     bit: int | None = None,
 ) -> int | float | bool | str:
     """Decode the registers (or bits) of one point. Raises a typed error, never guesses."""
-    t = TYPES[type_name]
-    n = register_count(type_name, length)
-    if len(words) < n:
-        raise ShortFrame(f"{type_name} needs {n} registers, got {len(words)}")
-    words = words[:n]
-    if t.name == "bool":
-        return bool(words[0])
-    if t.name == "bit":
-        assert bit is not None
-        return bool((int(words[0]) >> bit) & 1)
-    raw = words_to_bytes([int(w) for w in words], byte_order, word_order)
-    if t.name == "string":
-        return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
-    assert t.struct_code is not None
-    value = struct.unpack(">" + t.struct_code, raw)[0]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise DecodeError(f"{type_name} is not a finite number ({value})")
-    return apply_scale(value, scale, offset)
+    return PointDecoder(type_name, byte_order=byte_order, word_order=word_order, scale=scale, offset=offset,
+                        length=length, bit=bit)(words)
 
 
 def encode(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..datatypes import decode
+from ..datatypes import PointDecoder
 from ..planner import ReadRequest, plan_reads
 from ..profile import Profile
 from ..reading import Value
@@ -17,20 +17,24 @@ class ModbusDevice:
         self.plan: list[ReadRequest] = plan_reads(
             profile.points, profile.max_registers_per_read, profile.read_gap
         )
+        # per request: (point, its first register within the answer, its decoder), worked out once
+        self._layout: list[tuple[ReadRequest, list[tuple[str, int, PointDecoder]]]] = []
+        for req in self.plan:
+            points = []
+            for name in req.points:
+                p = profile.points[name]
+                assert p.address is not None
+                byte_order, word_order = profile.order_of(p)
+                points.append((name, p.address - req.address, PointDecoder(
+                    p.type_name, byte_order=byte_order, word_order=word_order, scale=p.scale,
+                    offset=p.offset, length=p.length, bit=p.bit)))
+            self._layout.append((req, points))
 
     async def read(self) -> dict[str, Value]:
         """Execute the plan; raise the first DriverError (a reading is all or nothing)."""
         values: dict[str, Value] = {}
-        for req in self.plan:
+        for req, points in self._layout:
             words = await self.bus.read(self.unit, req)
-            for name in req.points:
-                p = self.profile.points[name]
-                assert p.address is not None
-                start = p.address - req.address
-                byte_order, word_order = self.profile.order_of(p)
-                values[name] = decode(
-                    words[start : start + p.registers], p.type_name,
-                    byte_order=byte_order, word_order=word_order, scale=p.scale,
-                    offset=p.offset, length=p.length, bit=p.bit,
-                )
+            for name, start, decoder in points:
+                values[name] = decoder(words[start : start + decoder.count])
         return values
