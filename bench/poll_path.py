@@ -108,10 +108,15 @@ def run_raw_modbus(sim_port: int, devices: int, seconds: float, warmup: float,
     try:
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + warmup + 30)
     except subprocess.TimeoutExpired as exc:
+        # the figures are printed before the client's teardown: a hang there does not lose them
+        stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        if stdout.strip():
+            late: dict[str, Any] = json.loads(stdout.strip().splitlines()[0])
+            return late
         return {"error": f"bench.raw_modbus timed out: {exc.stderr!r}"[-1000:]}
     if out.returncode != 0:
         return {"error": f"bench.raw_modbus failed: {out.stderr[-1000:]}"}
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[0])
     return result
 
 

@@ -3,13 +3,15 @@ on the agent's schedule, nothing else (no decoding, buffer, MQTT). Run as a proc
 
     python -m bench.raw_modbus --port 5020 --units 50 --seconds 20 --plan '[[3,0,20],[4,0,20]]'
 
-prints one JSON line: CPU seconds of this process and transactions in the measured window.
+prints one JSON line as soon as the measured window ends: CPU seconds of this process and
+transactions in that window.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -49,12 +51,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     cpu0, t0, n0 = time.process_time(), time.monotonic(), counts["ok"] + counts["errors"]
     await asyncio.sleep(args.seconds)
     cpu1, t1, n1 = time.process_time(), time.monotonic(), counts["ok"] + counts["errors"]
+    result = {"cpu_s": cpu1 - cpu0, "seconds": t1 - t0, "transactions": n1 - n0, "errors": counts["errors"]}
+    # the figures go out before the teardown, which once hung in pymodbus: they must not depend on it
+    print(json.dumps(result), flush=True)
     for t in tasks:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
     for c in clients:
         c.close()
-    return {"cpu_s": cpu1 - cpu0, "seconds": t1 - t0, "transactions": n1 - n0, "errors": counts["errors"]}
+    return result
 
 
 def main() -> None:
@@ -67,7 +73,7 @@ def main() -> None:
     p.add_argument("--plan", required=True, help="JSON list of [function_code, address, count]")
     args = p.parse_args()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    print(json.dumps(asyncio.run(main_async(args))), flush=True)
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
