@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 import time
 
@@ -16,13 +18,18 @@ from . import __version__
 EPILOG_RUN = """examples:
   edge-agent run -c /etc/edge-agent/config.yaml
 The agent refuses to start on an invalid config and prints every problem as
-FILE:LINE: dotted.path: message (the same as 'edge-agent check')."""
+FILE:LINE: dotted.path: message (the same as 'edge-agent check'). One agent per
+gateway.data_dir: a second 'run' on a data_dir that a running agent holds exits 1,
+naming the holder's pid."""
 
 EPILOG_CHECK = """examples:
   edge-agent check -c /etc/edge-agent/config.yaml
 Exit status 0 when valid (a one-line summary is printed), 1 on any problem.
-Missing certificate or password files are reported as warnings: the config may be
-checked on a laptop before it goes to the gateway."""
+Missing certificate or password files, and a gateway.data_dir that is not a writable
+directory, are problems; a password file readable by others and a serial port that is
+not there (yet) are warnings. With the buffer at hand, an uplink removed from the config
+that still has undelivered readings is a problem (see 'edge-agent buffer rename-uplink'
+and 'drop-uplink')."""
 
 EPILOG_ONCE = """examples:
   edge-agent once -c /etc/edge-agent/config.yaml
@@ -74,8 +81,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(p)
         print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
+    from .preflight import data_dir_problem, stranded_problems
+
+    problems = [p for p in (data_dir_problem(loaded, create=False),) if p] + stranded_problems(loaded)
     for w in loaded.warnings:
         print(f"{w.file}:{w.line}: {w.path}: warning: {w.message}")
+    if problems:
+        for p in problems:
+            print(p)
+        print(f"{args.config}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
     cfg = loaded.config
     print(f"{args.config}: OK: {len(cfg.buses)} buses, {len(cfg.devices)} devices, "
           f"{loaded.points()} points, {len(cfg.uplinks)} uplinks")
@@ -92,10 +107,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     _setup_logging(args.log_level or loaded.config.logging.level)
     for w in loaded.warnings:
-        logging.getLogger("agent").info("%s:%d: %s: %s", w.file, w.line, w.path, w.message)
+        logging.getLogger("agent").warning("%s:%d: %s: %s", w.file, w.line, w.path, w.message)
+    from buffer.lock import DataDirBusy, DataDirLock
+
+    from .preflight import data_dir_problem, stranded_problems
     from .runtime import run_agent
 
-    asyncio.run(run_agent(loaded))
+    problem = data_dir_problem(loaded, create=True)
+    if problem:
+        print(f"{problem}\nedge-agent: not starting: 1 problem(s) in {args.config}", file=sys.stderr)
+        return 1
+    try:
+        lock = DataDirLock(loaded.data_dir).acquire()
+    except DataDirBusy as exc:
+        print(f"edge-agent: not starting: {exc}", file=sys.stderr)
+        return 1
+    try:
+        problems = stranded_problems(loaded)
+        if problems:
+            for p in problems:
+                print(p, file=sys.stderr)
+            print(f"edge-agent: not starting: {len(problems)} problem(s) in {args.config}", file=sys.stderr)
+            return 1
+        asyncio.run(run_agent(loaded))
+    finally:
+        lock.release()
     return 0
 
 
@@ -229,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `edge-agent once | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a port in use, a read-only disk, a missing device: say what, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"edge-agent {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

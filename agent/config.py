@@ -7,6 +7,8 @@ raises :class:`SourceError` listing each problem as ``FILE:LINE: dotted.path: me
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_
 
 from .units import Duration, Size
 
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0  # a poll or retry period: 100 ms .. 1 day
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 
@@ -79,8 +82,8 @@ class Device(Strict):
     def _address(self) -> Device:
         if self.unit is None and self.address is None:
             raise ValueError("a device needs 'unit' (Modbus) or 'address' (DL/T 645)")
-        if self.interval < 0.1:
-            raise ValueError("interval must be at least 100ms")
+        if not MIN_INTERVAL <= self.interval <= MAX_INTERVAL:
+            raise ValueError("interval must be between 100ms and 1 day (24h)")
         return self
 
 
@@ -179,6 +182,9 @@ class MqttUplink(Strict):
             raise ValueError("a password needs a 'username'")
         if self.reconnect_min > self.reconnect_max:
             raise ValueError("reconnect_min must not be above reconnect_max")
+        for name in ("reconnect_min", "reconnect_max", "refused_retry"):
+            if not MIN_INTERVAL <= getattr(self, name) <= MAX_INTERVAL:
+                raise ValueError(f"{name} must be between 100ms and 1 day (24h)")
         if self.ack_timeout < 1:
             raise ValueError("ack_timeout must be at least 1s")
         if self.format == "native" and self.topics.meta is not None and "{device}" not in self.topics.meta:
@@ -245,6 +251,14 @@ class LoadedConfig:
     def points(self) -> int:
         return sum(len(p.points) for p in self.profiles.values())
 
+    @property
+    def data_dir(self) -> Path:
+        """``gateway.data_dir``; a relative one is relative to the config file."""
+        data_dir = Path(self.config.gateway.data_dir)
+        if not data_dir.is_absolute():
+            data_dir = self.file.resolve().parent / data_dir
+        return data_dir
+
 
 def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Profile], list[Problem], list[Problem]]:
     problems: list[Problem] = []
@@ -298,6 +312,14 @@ def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Pro
                 warnings.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
                                         f"profile {profile.name} defaults to {s.baudrate} baud {s.parity}, "
                                         f"bus {dev.bus} runs at {bus.baudrate} baud {bus.parity}"))
+    for bus_id, bus_cfg in cfg.buses.items():
+        if isinstance(bus_cfg, SerialBus) and not Path(bus_cfg.port).exists():
+            try:
+                os.stat(bus_cfg.port)
+            except OSError as exc:
+                warnings.append(Problem(f, source.line_of(("buses", bus_id, "port")), f"buses.{bus_id}.port",
+                                        f"{bus_cfg.port}: {exc.strerror or exc} (the agent retries it while"
+                                        " running; is the adapter plugged in?)"))
     seen: dict[tuple[str, str], str] = {}
     for dev_id, dev in cfg.devices.items():
         key, value = ("unit", str(dev.unit)) if dev.unit is not None else ("address", str(dev.address))
@@ -312,13 +334,32 @@ def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Pro
         if isinstance(up.tls, Tls):
             files += [("tls.ca", up.tls.ca), ("tls.cert", up.tls.cert), ("tls.key", up.tls.key)]
         for key, name in files:
-            if name and not (base / name).exists():
-                warnings.append(Problem(f, source.line_of((*path, *key.split("."))),
-                                        f"uplinks.{up_id}.{key}", f"file not found: {name}"))
+            if name:
+                problem, warning = _file_check(base / name, name, key == "password_file")
+                where = (f, source.line_of((*path, *key.split("."))), f"uplinks.{up_id}.{key}")
+                if problem:
+                    problems.append(Problem(*where, problem))
+                if warning:
+                    warnings.append(Problem(*where, warning))
         if up.tls is False and not is_loopback(up.host):
             warnings.append(Problem(f, source.line_of((*path, "tls")), f"uplinks.{up_id}.tls",
                                     "TLS is off for a host that is not loopback: credentials and data travel in clear"))
     return profiles, problems, warnings
+
+
+def _file_check(path: Path, name: str, secret: bool) -> tuple[str | None, str | None]:
+    """(problem, warning) about a file the uplink needs: missing or unreadable is a problem;
+    a password file that group or others may read is a warning (as ssh does for keys)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"{name}: {exc.strerror or exc}", None
+    if not stat.S_ISREG(mode):
+        return f"{name}: not a regular file", None
+    if secret and mode & 0o077:
+        return None, (f"{name} is readable by {'group and others' if mode & 0o007 else 'its group'}"
+                      f" (mode {stat.S_IMODE(mode):04o}); chmod 600 {name}")
+    return None, None
 
 
 def load_config(path: str | Path) -> LoadedConfig:

@@ -8,7 +8,6 @@ import hashlib
 import logging
 import signal
 import time
-from pathlib import Path
 
 from buffer.outbox import Outbox
 from drivers.reading import Reading
@@ -37,9 +36,7 @@ class Agent:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         cfg = loaded.config
-        data_dir = Path(cfg.gateway.data_dir)
-        if not data_dir.is_absolute():
-            data_dir = loaded.file.resolve().parent / data_dir
+        data_dir = loaded.data_dir
         self.data_dir = data_dir
         self.outbox = Outbox(data_dir / "outbox.db", list(cfg.uplinks), max_bytes=cfg.buffer.max_bytes,
                              commit_interval=cfg.buffer.commit_interval)

@@ -56,10 +56,7 @@ def _locate(args: argparse.Namespace) -> tuple[Path, int | None, list[str]] | No
               file=sys.stderr)
         return None
     cfg = loaded.config
-    data_dir = Path(cfg.gateway.data_dir)
-    if not data_dir.is_absolute():
-        data_dir = loaded.file.resolve().parent / data_dir
-    return data_dir / "outbox.db", int(cfg.buffer.max_bytes), list(cfg.uplinks)
+    return loaded.data_dir / "outbox.db", int(cfg.buffer.max_bytes), list(cfg.uplinks)
 
 
 # -- formatting --------------------------------------------------------------------------
@@ -297,8 +294,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("buffer", help="inspect the buffer, export readings from it (safe while running)",
-                       description="Look into the store-and-forward buffer (read-only).")
+    p = sub.add_parser("buffer", help="inspect the buffer, export readings (safe while running); rename or drop"
+                       " an uplink's backlog",
+                       description="Look into the store-and-forward buffer (stats, export: read-only) and decide"
+                       " what happens to the backlog of an uplink removed from the config"
+                       " (rename-uplink, drop-uplink: with the daemon stopped).")
     actions = p.add_subparsers(dest="buffer_command", required=True, metavar="ACTION")
 
     def source(q: argparse.ArgumentParser) -> None:
@@ -322,3 +322,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--device", action="append", metavar="ID", help="only this device (repeatable)")
     e.add_argument("--uplink", metavar="NAME", help="only readings this uplink has not received")
     e.set_defaults(func=cmd_export)
+
+    from .uplinkstate import register as register_uplink_state
+
+    register_uplink_state(actions)

@@ -1,0 +1,80 @@
+"""What ``run`` (and ``check``) verify about the gateway itself before starting: the data
+directory is a writable directory, no other agent holds it, and no uplink that the config
+no longer names still has readings waiting in the buffer."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+
+from buffer.database import connect_readonly
+from buffer.uplinkbits import stranded
+from drivers.yamlsource import Problem, parse_source
+
+from .config import LoadedConfig
+
+
+def _line(loaded: LoadedConfig, *path: str) -> int:
+    return parse_source(loaded.text, str(loaded.file)).line_of(path)
+
+
+def data_dir_problem(loaded: LoadedConfig, create: bool) -> Problem | None:
+    """None when ``gateway.data_dir`` is (or, without ``create``, can become) a writable
+    directory; otherwise what is wrong with it."""
+    data_dir = loaded.data_dir
+    message = _data_dir_message(data_dir, create)
+    if message is None:
+        return None
+    return Problem(str(loaded.file), _line(loaded, "gateway", "data_dir"), "gateway.data_dir",
+                   f"{data_dir}: {message}")
+
+
+def _data_dir_message(data_dir: Path, create: bool) -> str | None:
+    if not data_dir.exists():
+        if create:
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"cannot be created: {exc.strerror or exc}"
+        else:
+            parent = data_dir.parent
+            while not parent.exists():
+                parent = parent.parent
+            if not parent.is_dir():
+                return f"cannot be created: {parent} is not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"does not exist and cannot be created: {parent} is not writable"
+            return None
+    if not data_dir.is_dir():
+        return "is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=data_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return f"is not writable: {exc.strerror or exc}"
+    return None
+
+
+def stranded_problems(loaded: LoadedConfig) -> list[Problem]:
+    """Uplinks removed from the config that still have undelivered readings in the buffer."""
+    db = loaded.data_dir / "outbox.db"
+    if not db.exists():
+        return []
+    try:
+        conn = connect_readonly(db)
+        try:
+            waiting = stranded(conn, list(loaded.config.uplinks))
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []  # a damaged or older file: the outbox deals with it when it opens it
+    cfg = str(loaded.file)
+    line = _line(loaded, "uplinks")
+    return [Problem(cfg, line, "uplinks",
+                    f"uplink '{name}' is no longer in the config, but {n} readings in the buffer have not been"
+                    f" delivered to it; keep them for the uplink's new name with 'edge-agent buffer rename-uplink"
+                    f" -c {cfg} {name} NEW', or give them up (recorded as an eviction) with 'edge-agent buffer"
+                    f" drop-uplink -c {cfg} {name}'")
+            for name, n in sorted(waiting.items())]
