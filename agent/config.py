@@ -33,7 +33,7 @@ class Strict(BaseModel):
 
 class Gateway(Strict):
     id: Id = Field(description="gateway id, used in topics and payloads")
-    data_dir: str = Field("/var/lib/edge-agent", description="where the SQLite buffer lives")
+    data_dir: str = Field("/var/lib/edge-agent", description="where the SQLite buffer lives: a writable directory (created if missing), held by one running agent at a time")
     location: str | None = Field(None, description="free text or 'lat,lon' published in metadata")
 
 
@@ -74,7 +74,7 @@ class Device(Strict):
     unit: Annotated[int, Field(ge=0, le=247)] | None = Field(None, description="Modbus unit id")
     address: str | None = Field(None, description="DL/T 645 meter address (12 digits)")
     profile: str = Field(description="catalog profile name, or a path to a profile YAML file")
-    interval: Duration = Field(10.0, description="poll interval")
+    interval: Duration = Field(10.0, description="poll interval, 100ms to 24h")
     location: str | None = Field(None, description="published in the device's metadata")
     enabled: bool = Field(True, description="false: keep the entry but do not poll")
 
@@ -88,7 +88,7 @@ class Device(Strict):
 
 
 class Tls(Strict):
-    ca: str | None = Field(None, description="CA bundle that signs the broker; default: system CAs")
+    ca: str | None = Field(None, description="CA bundle that signs the broker (must exist); default: system CAs")
     cert: str | None = Field(None, description="client certificate (mutual TLS)")
     key: str | None = Field(None, description="client private key (mutual TLS)")
     insecure: bool = Field(False, description="skip hostname verification (never in production)")
@@ -152,7 +152,7 @@ class MqttUplink(Strict):
         "5", description="MQTT version; only v5 reports a refused publish (e.g. ACL denial)")
     client_id: str | None = Field(None, description="default: <gateway id>-<uplink id>")
     username: str | None = Field(None, description="login name; the password comes from password_file or password_env")
-    password_file: str | None = Field(None, description="file holding the password (never logged)")
+    password_file: str | None = Field(None, description="file holding the password (never logged); must exist; mode 600 (others may not read it)")
     password_env: str | None = Field(None, description="environment variable holding the password")
     topic_prefix: str = Field("edge", description="{prefix} in topic templates")
     topics: Topics = Field(default_factory=Topics, description="topic templates (defaults per format)")
@@ -165,7 +165,7 @@ class MqttUplink(Strict):
         20.0, description="reconnect when the oldest unacknowledged publish is older than this;"
                           " also the limit for connecting (TCP, TLS handshake, CONNACK)")
     refused_retry: Duration = Field(
-        30.0, description="after the broker refuses a publish (e.g. ACL), retry that topic this often")
+        30.0, description="after the broker refuses a publish (e.g. ACL), retry that topic this often (100ms to 24h)")
     live_batch: Annotated[int, Field(ge=1, le=100)] = Field(10, description="live readings per message at most")
     backlog_batch: Annotated[int, Field(ge=1, le=10000)] = Field(
         500, description="readings per message when catching up after an outage")

@@ -56,16 +56,21 @@ class Source:
         return 0
 
 
-def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int]) -> None:
+def _walk(node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dups: list[tuple[PathKey, int, int]]) -> None:
     if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
         for key_node, value_node in node.value:
             key = str(key_node.value)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _walk(value_node, (*path, key), lines)
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                dups.append(((*path, key), seen[key], line))
+            seen[key] = line
+            lines[(*path, key)] = line
+            _walk(value_node, (*path, key), lines, dups)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[(*path, str(i))] = item.start_mark.line + 1
-            _walk(item, (*path, str(i)), lines)
+            _walk(item, (*path, str(i)), lines, dups)
 
 
 def load_source(path: str | Path) -> Source:
@@ -89,8 +94,12 @@ def parse_source(text: str, file: str) -> Source:
     except yaml.YAMLError as exc:
         raise SourceError([Problem(file, 0, "", f"YAML: {exc}")]) from exc
     lines: dict[PathKey, int] = {(): 1}
+    dups: list[tuple[PathKey, int, int]] = []
     if node is not None:
-        _walk(node, (), lines)
+        _walk(node, (), lines, dups)
+    if dups:  # YAML would keep the last one silently: a second `dust-1` replaces the first
+        raise SourceError([Problem(file, line, ".".join(key), f"duplicate key '{key[-1]}' (first at line {first});"
+                                   " each key may appear once") for key, first, line in dups])
     return Source(file, data if data is not None else {}, lines)
 
 

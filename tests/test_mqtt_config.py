@@ -21,14 +21,14 @@ def check(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return edge_agent("check", "-c", str(config), env={**os.environ, **env})
 
 
-def test_the_two_platforms_example_passes_check() -> None:
+def test_missing_certificates_and_password_files_are_problems() -> None:
     done = check(ROOT / "config" / "two-platforms.yaml")
     out = done.stdout + done.stderr
-    assert done.returncode == 0, out
-    assert "OK:" in out and "2 uplinks" in out
-    # the certificates and the password file are not on this machine: warnings, not errors
-    for key in ("central.tls.ca", "central.tls.cert", "central.tls.key", "city-ops.password_file"):
-        assert f"uplinks.{key}: warning: file not found" in out, key
+    assert done.returncode == 1, out
+    # the certificates and the password file are not on this machine: the agent could not connect
+    for key, name in (("central.tls.ca", "central/ca.pem"), ("central.tls.cert", "central/well-017.pem"),
+                      ("central.tls.key", "central/well-017.key"), ("city-ops.password_file", "city-ops/password")):
+        assert f"uplinks.{key}: /etc/edge-agent/{name}: No such file or directory" in out, key
 
 
 def test_check_never_prints_a_password(tmp_path: Path) -> None:

@@ -323,6 +323,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--uplink", metavar="NAME", help="only readings this uplink has not received")
     e.set_defaults(func=cmd_export)
 
-    from .uplinkstate import register as register_uplink_state
+    from ..backlog import register as register_uplink_state
 
     register_uplink_state(actions)

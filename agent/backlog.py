@@ -1,6 +1,6 @@
-"""``edge-agent buffer rename-uplink|drop-uplink``: what to do with the backlog of an uplink
-that leaves the config. Both rewrite the buffer, so both refuse while an agent holds the
-data directory."""
+"""``edge-agent buffer rename-uplink|drop-uplink`` (sub-commands of ``buffer``): what to do
+with the backlog of an uplink that leaves the config. Both rewrite the buffer, so both
+refuse while an agent holds the data directory."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _open(args: argparse.Namespace) -> tuple[sqlite3.Connection, DataDirLock] | 
     from buffer.database import connect
     from drivers.yamlsource import SourceError
 
-    from ..config import load_config
+    from .config import load_config
 
     try:
         loaded = load_config(args.config)
