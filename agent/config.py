@@ -33,7 +33,9 @@ class Strict(BaseModel):
 
 class Gateway(Strict):
     id: Id = Field(description="gateway id, used in topics and payloads")
-    data_dir: str = Field("/var/lib/edge-agent", description="where the SQLite buffer lives: a writable directory (created if missing), held by one running agent at a time")
+    data_dir: str = Field("/var/lib/edge-agent",
+                          description="where the SQLite buffer lives: a writable directory (created if missing),"
+                                      " held by one running agent at a time")
     location: str | None = Field(None, description="free text or 'lat,lon' published in metadata")
 
 
@@ -152,7 +154,8 @@ class MqttUplink(Strict):
         "5", description="MQTT version; only v5 reports a refused publish (e.g. ACL denial)")
     client_id: str | None = Field(None, description="default: <gateway id>-<uplink id>")
     username: str | None = Field(None, description="login name; the password comes from password_file or password_env")
-    password_file: str | None = Field(None, description="file holding the password (never logged); must exist; mode 600 (others may not read it)")
+    password_file: str | None = Field(None, description="file holding the password (never logged); must exist; mode 600"
+                                          " (others may not read it)")
     password_env: str | None = Field(None, description="environment variable holding the password")
     topic_prefix: str = Field("edge", description="{prefix} in topic templates")
     topics: Topics = Field(default_factory=Topics, description="topic templates (defaults per format)")
