@@ -189,10 +189,33 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except (ValueError, LookupError, SourceError) as exc:
         print(f"edge-agent simulate: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(plan, pty_dir=args.pty_dir, tcp=args.tcp, baudrate=args.baudrate,
-                      emulate_timing=args.emulate_timing, ready_file=args.ready_file,
-                      dlt645_baudrate=args.dlt645_baudrate, dlt645_parity=args.dlt645_parity))
+    if any(s.startswith("tcp:") for s in args.slaves):
+        trouble = _tcp_address_trouble(args.tcp)
+        if trouble:
+            print(f"edge-agent simulate: cannot serve Modbus TCP on {args.tcp}: {trouble}", file=sys.stderr)
+            return 1
+    try:
+        asyncio.run(serve(plan, pty_dir=args.pty_dir, tcp=args.tcp, baudrate=args.baudrate,
+                          emulate_timing=args.emulate_timing, ready_file=args.ready_file,
+                          dlt645_baudrate=args.dlt645_baudrate, dlt645_parity=args.dlt645_parity))
+    except RuntimeError as exc:  # pymodbus: "Could not start listen" (the port was taken meanwhile)
+        print(f"edge-agent simulate: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _tcp_address_trouble(address: str) -> str | None:
+    """Why ``HOST:PORT`` cannot be listened on (e.g. "Address already in use"), or None."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host.strip("[]"), int(port)))
+    except (OSError, ValueError) as exc:
+        return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ no longer names still has readings waiting in the buffer."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -33,19 +33,17 @@ def data_dir_problem(loaded: LoadedConfig, create: bool) -> Problem | None:
 
 def _data_dir_message(data_dir: Path, create: bool) -> str | None:
     if not data_dir.exists():
-        if create:
-            try:
-                data_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                return f"cannot be created: {exc.strerror or exc}"
-        else:
-            parent = data_dir.parent
-            while not parent.exists():
-                parent = parent.parent
-            if not parent.is_dir():
-                return f"cannot be created: {parent} is not a directory"
-            if not os.access(parent, os.W_OK | os.X_OK):
-                return f"does not exist and cannot be created: {parent} is not writable"
+        created = [p for p in (data_dir, *data_dir.parents) if not p.exists()]
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot be created: {exc.strerror or exc}"
+        finally:
+            if not create:  # `check` only tries: it leaves the file system as it found it
+                for p in created:
+                    with contextlib.suppress(OSError):
+                        p.rmdir()
+        if not create:
             return None
     if not data_dir.is_dir():
         return "is not a directory"

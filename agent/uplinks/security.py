@@ -126,6 +126,13 @@ def describe_connect_error(exc: BaseException, cfg: MqttUplink) -> str:
     where = f"{cfg.host}:{cfg.effective_port}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return describe_verify_error(exc, where, cfg.host)
+    closed = isinstance(exc, ConnectionResetError | ssl.SSLEOFError) or "UNEXPECTED_EOF" in str(exc).upper()
+    if tls_settings(cfg) is not None and closed:
+        # a plain MQTT listener reads the ClientHello as a bad packet and drops the connection
+        return (f"TLS: the handshake with {where} failed: the server closed the connection"
+                f" ({getattr(exc, 'strerror', None) or exc}) instead of answering; it most likely does"
+                " not speak TLS on this port: use the broker's TLS port (usually 8883) or set 'tls: false'"
+                " for a plain one")
     if isinstance(exc, ssl.SSLError):
         return describe_tls_text(str(exc), where) or f"TLS error with {where}: {exc}"
     if isinstance(exc, socket.gaierror):
