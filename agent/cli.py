@@ -77,6 +77,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         loaded = _load(args.config)
     except SourceError as exc:
+        for w in exc.warnings:
+            print(f"{w.file}:{w.line}: {w.path}: warning: {w.message}")
         for p in exc.problems:
             print(p)
         print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)

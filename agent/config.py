@@ -84,9 +84,14 @@ class Device(Strict):
     def _address(self) -> Device:
         if self.unit is None and self.address is None:
             raise ValueError("a device needs 'unit' (Modbus) or 'address' (DL/T 645)")
-        if not MIN_INTERVAL <= self.interval <= MAX_INTERVAL:
-            raise ValueError("interval must be between 100ms and 1 day (24h)")
         return self
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if not MIN_INTERVAL <= value <= MAX_INTERVAL:
+            raise ValueError(f"interval must be between 100ms and 1 day (24h), not {value:g}s")
+        return value
 
 
 class Tls(Strict):
@@ -372,7 +377,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     base = Path(path).resolve().parent
     profiles, problems, warnings = _cross_check(cfg, source, base)
     if problems:
-        raise SourceError(problems)
+        raise SourceError(problems, warnings)
     return LoadedConfig(cfg, Path(path), profiles, warnings, Path(path).read_text(encoding="utf-8"))
 
 

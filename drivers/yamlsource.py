@@ -34,9 +34,10 @@ class Problem:
 class SourceError(Exception):
     """A file could not be loaded or validated; ``problems`` lists every finding."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
+        self.warnings = warnings or []  # found beside the problems, e.g. by `edge-agent check`
 
 
 @dataclass(slots=True)
