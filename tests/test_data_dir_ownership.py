@@ -103,3 +103,23 @@ def test_drop_uplink_records_the_backlog_as_evicted(tmp_path: Path) -> None:
     assert edge_agent("check", "-c", str(cfg)).returncode == 0
     again = edge_agent("buffer", "drop-uplink", "-c", str(cfg), "old-name")
     assert again.returncode == 1 and "the buffer has no uplink 'old-name'" in again.stderr
+
+
+def test_a_dropped_uplinks_gap_is_announced_when_it_comes_back(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _prefill(data, "old-name", 10)
+    cfg = _config(tmp_path, None, 1883, uplink="central")
+    assert edge_agent("buffer", "drop-uplink", "-c", str(cfg), "old-name").returncode == 0
+    # the notice waits for no other uplink ...
+    ob = Outbox(data / "outbox.db", ["central"])
+    reader = ob.reader()
+    assert reader.evictions(ob.uplink_bits["central"]) == []
+    reader.close()
+    ob.close()
+    # ... and is handed to the uplink of that name when the config has it again
+    ob = Outbox(data / "outbox.db", ["central", "old-name"])
+    reader = ob.reader()
+    back = reader.evictions(ob.uplink_bits["old-name"])
+    reader.close()
+    ob.close()
+    assert [(e.first_seq, e.last_seq, e.count, e.uplink) for e in back] == [(1, 10, 10, "old-name")]
