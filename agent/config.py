@@ -19,6 +19,7 @@ from drivers.dlt645.codec import address_bytes
 from drivers.profile import Profile
 from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_source, validate
 
+from .control.config import CommandOptions, DeviceControl, Schedule, check_control, check_timezone
 from .units import Duration, Size
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -32,6 +33,12 @@ class Gateway(Strict):
     id: Id = Field(description="gateway id, used in topics and payloads")
     data_dir: str = Field("/var/lib/edge-agent", description="where the SQLite buffer lives")
     location: str | None = Field(None, description="free text or 'lat,lon' published in metadata")
+    timezone: str = Field("Asia/Shanghai", description="IANA time zone: local days, schedules, local times shown")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return check_timezone(value)
 
 
 class BusCommon(Strict):
@@ -74,6 +81,7 @@ class Device(Strict):
     interval: Duration = Field(10.0, description="poll interval")
     location: str | None = Field(None, description="published in the device's metadata")
     enabled: bool = Field(True, description="false: keep the entry but do not poll")
+    control: DeviceControl | None = Field(None, description="writes allowed to this device (default: none)")
 
     @model_validator(mode="after")
     def _address(self) -> Device:
@@ -138,7 +146,7 @@ def _protocol(value: object) -> object:
     return value
 
 
-class MqttUplink(Strict):
+class MqttUplink(Strict, CommandOptions):
     type: Literal["mqtt"]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
@@ -223,6 +231,7 @@ class Config(Strict):
     uplinks: dict[Id, Uplink] = Field(default_factory=dict)
     buffer: Buffer = Field(default_factory=Buffer)
     logging: Logging = Field(default_factory=Logging)
+    schedules: dict[Id, Schedule] = Field(default_factory=dict)
 
 
 def is_loopback(host: str) -> bool:
@@ -327,6 +336,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     cfg: Config = validate(Config, source)
     base = Path(path).resolve().parent
     profiles, problems, warnings = _cross_check(cfg, source, base)
+    problems += check_control(cfg, source, profiles, base)
     if problems:
         raise SourceError(problems)
     return LoadedConfig(cfg, Path(path), profiles, warnings, Path(path).read_text(encoding="utf-8"))
