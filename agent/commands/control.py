@@ -82,11 +82,11 @@ def cmd_log(args: argparse.Namespace) -> int:
         print(f"edge-agent control log: cannot read {path}: {exc}", file=sys.stderr)
         return 1
     tz = ZoneInfo(loaded.config.gateway.timezone)
-    print(f"{'time':<19} {'device':<12} {'by':<28} result")
+    print(f"{'time':<19} {'device':<12} {'by':<37} result")
     for e in entries:
         when = datetime.fromtimestamp(e.ts / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
         who = f"{e.kind} {e.source}" + (f" {e.ref}" if e.ref else "")
-        print(f"{when:<19} {e.device:<12} {who[:28]:<28} {e.result}")
+        print(f"{when:<19} {e.device:<12} {who[:37]:<37} {e.result}")
         print(textwrap.fill(f"asked {_values(e.asked)}; read back {_values(e.read_back)}", 80,
                             initial_indent="    ", subsequent_indent="      "))
         if e.reason:

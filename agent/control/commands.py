@@ -148,19 +148,19 @@ class CommandDesk:
         if target is None:
             return self._close(_refuse(d, f"unknown device '{d.device}'"))
         allow = target.control.allow if target.control else []
+        writes: list[RegisterWrite] = []
         for point, value in cmd.values.items():
             if point not in allow:
                 return self._close(_refuse(d, f"'{point}' is not allowed on {target.name}"
                                               f" (control.allow: {', '.join(allow) or 'nothing'})"))
             try:
-                d.writes.append(plan_write(target.profile, point, value))
+                writes.append(plan_write(target.profile, point, value))
             except WriteRefused as exc:
-                d.writes.clear()
                 return self._close(_refuse(d, str(exc)))
         reason = self._too_soon(target, cmd.values, now)
         if reason:
-            d.writes.clear()
             return self._close(_refuse(d, reason))
+        d.writes = writes  # accepted: nothing above wrote anything
         return d
 
     def _too_soon(self, target: Target, values: dict[str, SetValue], now: int) -> str | None:
