@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sqlite3
 import sys
 import textwrap
@@ -30,6 +31,14 @@ The coming steps of every schedule with their local times (sun times from the sc
 location), the values in force now, and the steps that do not happen on a day (polar
 day or night). --from takes an ISO time (no zone: the schedule's local time)."""
 
+EPILOG_SET = """examples:
+  edge-agent control set -c /etc/edge-agent/config.yaml lamp-1 dim_level=60 --dry-run
+  edge-agent control set -c config.yaml lamp-1 lamp_on=false dim_level=0 --dry-run
+Checks the values as a platform command is checked (the device's control.allow, the
+point's min/max or values, exact encoding) and prints the Modbus register writes they
+imply, without touching the bus. Values are JSON: true/false, numbers.
+This version plans writes only: --dry-run is required."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
@@ -47,6 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--days", type=int, default=3, metavar="N", help="how many local days (default 3)")
     q.add_argument("--from", dest="start", metavar="TIME", help="start here instead of now")
     q.set_defaults(func=cmd_schedule)
+    q = actions.add_parser("set", help="check a technician write and show its register writes (--dry-run)",
+                           epilog=EPILOG_SET, formatter_class=fmt)
+    q.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
+    q.add_argument("device", metavar="DEVICE", help="device id from the config")
+    q.add_argument("assignments", nargs="+", metavar="POINT=VALUE", help="e.g. dim_level=60 lamp_on=true")
+    q.add_argument("--dry-run", action="store_true", help="show the register writes, write nothing")
+    q.set_defaults(func=cmd_set)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -99,6 +115,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     from agent.control.schedule import engines
 
+    logging.getLogger("agent.control.schedule").setLevel(logging.ERROR)  # skipped steps are printed below
     loaded = _load(args.config)
     if loaded is None:
         return 1
@@ -129,3 +146,43 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 def _start(text: str, tz: ZoneInfo) -> datetime:
     t = datetime.fromisoformat(text)
     return t.replace(tzinfo=tz) if t.tzinfo is None else t.astimezone(tz)
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    from drivers.writes import WriteRefused, plan_write
+
+    if not args.dry_run:
+        print("edge-agent control set: writing to the bus is not available in this version;"
+              " --dry-run shows the register writes", file=sys.stderr)
+        return 2
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    device = loaded.config.devices.get(args.device)
+    if device is None:
+        print(f"edge-agent control set: unknown device '{args.device}'", file=sys.stderr)
+        return 1
+    allow = device.control.allow if device.control else []
+    problems = 0
+    for text in args.assignments:
+        point, sep, raw = text.partition("=")
+        try:
+            value = json.loads(raw) if sep else None
+        except ValueError:
+            value = raw
+        if not sep:
+            print(f"  {text}: expected POINT=VALUE", file=sys.stderr)
+        elif point not in allow:
+            print(f"  {text}: refused: '{point}' is not allowed on {args.device}"
+                  f" (control.allow: {', '.join(allow) or 'nothing'})", file=sys.stderr)
+        else:
+            try:
+                write = plan_write(loaded.profiles[args.device], point, value)
+            except WriteRefused as exc:
+                print(f"  {text}: refused: {exc}", file=sys.stderr)
+            else:
+                print(f"  {point}={json.dumps(write.value)}: {write.describe(unit=device.unit)}")
+                continue
+        problems += 1
+    print(f"dry run on {args.device} (bus {device.bus}): nothing written", file=sys.stderr)
+    return 1 if problems else 0
