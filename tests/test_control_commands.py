@@ -89,6 +89,7 @@ def test_a_valid_command_becomes_the_register_write(desk: CommandDesk) -> None:
      " (control.allow: lamp_on, dim_level)"),
     (command("c-8", {"dim_level": 150}), "refused", "dim_level=150 is above the maximum 100"),
     (command("c-9", {"dim_level": 60, "lamp_fault": False}), "refused", "'lamp_fault' is not allowed"),
+    (command("c-11", {"dim_level": "60"}), "refused", "values.dim_level: a value is true, false or a number, not '60'"),
     (b"{not json", "refused", "not JSON"),
     (command("c-10", {}), "refused", "values: Dictionary should have at least 1 item"),
 ])
@@ -152,7 +153,8 @@ def test_audit_log_survives_reopening_and_control_log_shows_each_case(tmp_path: 
                       ref="sunset+10m")
     desk.audit.record("technician", "technician", "lamp-2", {"dim_level": 30}, "failed", "no answer (timeout)")
     desk.audit.close()
-    assert len(AuditLog(data / "control.db", clock).entries(limit=100)) == 9  # reopened: all still there
+    running = AuditLog(data / "control.db", clock)  # reopened, and kept open as a running daemon would
+    assert len(running.entries(limit=100)) == 9
 
     r = edge_agent("control", "log", "-c", str(cfg))
     out = r.stdout
@@ -171,3 +173,4 @@ def test_audit_log_survives_reopening_and_control_log_shows_each_case(tmp_path: 
 
     only = edge_agent("control", "log", "-c", str(cfg), "--device", "lamp-2", "--limit", "5").stdout
     assert "no answer (timeout)" in only and "c-ok" not in only
+    running.close()

@@ -70,6 +70,12 @@ def test_every_numeric_type_round_trips_through_the_decoder(type_name: str, byte
         assert back == pytest.approx(value, rel=1e-6), (type_name, value, w)
 
 
+@pytest.mark.parametrize("value", [True, False, 1, 0])
+def test_a_coil_round_trips_through_the_decoder(value: bool | int) -> None:
+    w = plan_write(lamp(), "lamp_on", value)
+    assert w.coil is not None and decode([w.coil], "bool") is bool(value)
+
+
 def test_offset_and_scale_are_inverted() -> None:
     profile = one_point({"table": "holding", "address": 0, "type": "int16", "scale": 0.5, "offset": -40,
                          "writable": True, "min": -40, "max": 100})

@@ -131,7 +131,11 @@ class CommandDesk:
             cmd = Command.model_validate(payload)
         except ValidationError as exc:
             err = exc.errors()[0]
-            return self._close(_refuse(d, f"{'.'.join(map(str, err['loc'])) or 'command'}: {err['msg']}"))
+            loc = [str(x) for x in err["loc"]]
+            if len(loc) > 2 and loc[0] == "values":  # one error per union member: say it once
+                return self._close(_refuse(d, f"values.{loc[1]}: a value is true, false or a number,"
+                                              f" not {err['input']!r}"))
+            return self._close(_refuse(d, f"{'.'.join(loc) or 'command'}: {err['msg']}"))
         d.values, d.hold = dict(cmd.values), cmd.hold
         return self._check(d, cmd, channel, target)
 

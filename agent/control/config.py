@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 from drivers.profile import Profile
 from drivers.writes import WriteRefused, plan_write
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 SUN_EVENTS = ("dawn", "sunrise", "sunset", "dusk")
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _SUN = re.compile(r"^(dawn|sunrise|sunset|dusk)\s*(?:([+-])\s*(\S+))?$")
-SetValue = bool | int | float
+SetValue = StrictBool | StrictInt | StrictFloat  # "60" is not 60: a value's type is part of it
 
 
 class Strict(BaseModel):
