@@ -21,6 +21,7 @@ from drivers.dlt645.codec import address_bytes
 from drivers.profile import Profile
 from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_source, validate
 
+from .control.config import CommandOptions, DeviceControl, Schedule, check_control, check_timezone
 from .units import Duration, Size
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0  # a poll or retry period: 100 ms .. 1 day
@@ -37,6 +38,12 @@ class Gateway(Strict):
                           description="where the SQLite buffer lives: a writable directory (created if missing),"
                                       " held by one running agent at a time")
     location: str | None = Field(None, description="free text or 'lat,lon' published in metadata")
+    timezone: str = Field("Asia/Shanghai", description="IANA time zone: local days, schedules, local times shown")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return check_timezone(value)
 
 
 class BusCommon(Strict):
@@ -79,6 +86,7 @@ class Device(Strict):
     interval: Duration = Field(10.0, description="poll interval, 100ms to 24h")
     location: str | None = Field(None, description="published in the device's metadata")
     enabled: bool = Field(True, description="false: keep the entry but do not poll")
+    control: DeviceControl | None = Field(None, description="writes allowed to this device (default: none)")
 
     @model_validator(mode="after")
     def _address(self) -> Device:
@@ -148,7 +156,7 @@ def _protocol(value: object) -> object:
     return value
 
 
-class MqttUplink(Strict):
+class MqttUplink(Strict, CommandOptions):
     type: Literal["mqtt"]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
@@ -237,6 +245,7 @@ class Config(Strict):
     uplinks: dict[Id, Uplink] = Field(default_factory=dict)
     buffer: Buffer = Field(default_factory=Buffer)
     logging: Logging = Field(default_factory=Logging)
+    schedules: dict[Id, Schedule] = Field(default_factory=dict)
 
 
 def is_loopback(host: str) -> bool:
@@ -376,6 +385,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     cfg: Config = validate(Config, source)
     base = Path(path).resolve().parent
     profiles, problems, warnings = _cross_check(cfg, source, base)
+    problems += check_control(cfg, source, profiles, base)
     if problems:
         raise SourceError(problems, warnings)
     return LoadedConfig(cfg, Path(path), profiles, warnings, Path(path).read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
+from .control.config import DeviceControl, Location, Schedule, Step
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "config" / "schema.json"
@@ -28,12 +29,17 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("buses.<id> (type: rtu-over-tcp)", RtuOverTcpBus,
      "Modbus RTU frames through a serial-to-Ethernet converter (DTU)."),
     ("devices.<id>", Device, "One field device: which bus, which address, which profile."),
+    ("devices.<id>.control", DeviceControl,
+     "Writes to the device: only the points listed in `allow` (writable in the profile) are ever written."),
     ("uplinks.<id> (type: mqtt)", MqttUplink, "One platform's MQTT broker."),
     ("uplinks.<id>.tls", Tls, "TLS settings of an uplink."),
     ("uplinks.<id>.topics", Topics,
      "Topic templates; `{prefix}`, `{gateway}`, `{device}` and `{profile}` are filled in."),
     ("buffer", Buffer, "The SQLite store-and-forward buffer."),
     ("logging", Logging, "Log output (to stderr; journald under systemd)."),
+    ("schedules.<id>", Schedule, "A local lighting schedule, run by the gateway with or without an uplink."),
+    ("schedules.<id>.location", Location, "Where the poles stand: sun times are computed for it (astral)."),
+    ("schedules.<id>.steps[]", Step, "One step, every day: at a local time or a sun event, set these values."),
 ]
 
 
@@ -68,6 +74,8 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(annotation) if a is not type(None))
     if origin is dict:
         return "mapping"
+    if origin is list:
+        return "list"
     if isinstance(annotation, type):
         if issubclass(annotation, BaseModel):
             return "mapping"

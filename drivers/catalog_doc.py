@@ -30,7 +30,7 @@ Serial settings are the factory defaults: check the device's own settings before
 the wiring. Where a profile's register map is an assumption, the description in its file says so.
 """
 
-COLUMNS = ("Category", "Vendor", "Model", "Profile", "Protocol", "Serial default", "Points (unit)")
+COLUMNS = ("Category", "Vendor", "Model", "Profile", "Protocol", "Serial default", "Points (unit; ✎ writable)")
 
 
 def _cell(text: str) -> str:
@@ -58,7 +58,8 @@ def _points(profile: Profile) -> str:
     parts = []
     for name in profile.points:
         unit = profile.unit_of(name)
-        parts.append(f"{name} ({unit})" if unit else name)
+        mark = " ✎" if profile.points[name].writable else ""
+        parts.append(f"{name} ({unit}){mark}" if unit else f"{name}{mark}")
     return ", ".join(parts)
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .datatypes import BIT_TABLES, TYPES, Order, Table, register_count
 from .vocabulary import VOCABULARY, unit_of
+from .writes import check_writable
 from .yamlsource import did_you_mean
 
 
@@ -64,6 +65,12 @@ class Point(Strict):
     format: str | None = None
     signed: bool = False
     sim: SimSpec | None = None
+    # writes (drivers/writes.py): what a config's control.allow may name
+    writable: bool = False
+    min: float | None = None
+    max: float | None = None
+    values: list[int | float | bool | str] | None = None
+    write_function: Literal[5, 6, 15, 16] | None = None
 
     @field_validator("type")
     @classmethod
@@ -85,6 +92,8 @@ class Point(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Point:
         if self.di is not None:
+            if self.writable or self.write_function is not None:
+                raise ValueError("DL/T 645 points cannot be writable: the agent does not write to meters")
             return self
         if self.address is None:
             raise ValueError("a Modbus point needs 'address' (a DL/T 645 point needs 'di')")
@@ -101,6 +110,7 @@ class Point(Strict):
             raise ValueError(f"type {t.name} takes no scale or offset")
         if self.address + self.registers - 1 > 0xFFFF:
             raise ValueError("point runs past register 65535")
+        check_writable(self, table)
         return self
 
 
