@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -191,3 +192,20 @@ def write_config(path: Path, *, gateway: str = "site-test", data_dir: Path, buse
         lines.append(extra.rstrip("\n"))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def installed_example(text: str, name: str, tmp_path: Path) -> Path:
+    """An example config as on a gateway: its /etc/edge-agent files exist (mode 600) and its
+    data_dir is writable; all of it under ``tmp_path``. Returns the config file's path."""
+    etc = tmp_path / "etc"
+    text = text.replace("/etc/edge-agent/", f"{etc}/").replace("/var/lib/edge-agent", str(tmp_path / "data"))
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        for file in re.findall(re.escape(str(etc)) + r"/[\w./-]+", line):
+            Path(file).parent.mkdir(parents=True, exist_ok=True)
+            Path(file).write_text("x\n")
+            Path(file).chmod(0o600)
+    cfg = tmp_path / name
+    cfg.write_text(text, encoding="utf-8")
+    return cfg

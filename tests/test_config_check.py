@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import edge_agent
+from tests.helpers import edge_agent, installed_example
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "config").glob("*.yaml"))
@@ -18,24 +17,9 @@ def line_of(path: Path, needle: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
 
 
-def installed(example: Path, tmp_path: Path) -> Path:
-    """The example as on a gateway: its /etc/edge-agent files exist (the password file
-    mode 600) and its data_dir is writable; here under ``tmp_path``."""
-    etc = tmp_path / "etc"
-    text = example.read_text().replace("/etc/edge-agent/", f"{etc}/").replace("/var/lib/edge-agent",
-                                                                             str(tmp_path / "data"))
-    for name in re.findall(re.escape(str(etc)) + r"/[\w./-]+", text):
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
-        Path(name).write_text("x\n")
-        Path(name).chmod(0o600)
-    cfg = tmp_path / example.name
-    cfg.write_text(text)
-    return cfg
-
-
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_every_example_config_passes_check(path: Path, tmp_path: Path) -> None:
-    r = edge_agent("check", "-c", str(installed(path, tmp_path)))
+    r = edge_agent("check", "-c", str(installed_example(path.read_text(), path.name, tmp_path)))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "OK:" in r.stdout and "devices" in r.stdout
 

@@ -8,15 +8,16 @@ from zoneinfo import ZoneInfo
 
 from astral import Observer, sun
 
-from tests.helpers import edge_agent
+from tests.helpers import edge_agent, installed_example
 
 ROOT = Path(__file__).resolve().parents[1]
-LAMPS = ROOT / "config" / "lamp-poles.yaml"
+LAMPS_TEXT = (ROOT / "config" / "lamp-poles.yaml").read_text(encoding="utf-8")
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-def test_schedule_prints_the_coming_steps_at_astrals_times() -> None:
-    r = edge_agent("control", "schedule", "-c", str(LAMPS), "--from", "2026-06-22T02:00", "--days", "2")
+def test_schedule_prints_the_coming_steps_at_astrals_times(tmp_path: Path) -> None:
+    lamps = installed_example(LAMPS_TEXT, "lamp-poles.yaml", tmp_path)
+    r = edge_agent("control", "schedule", "-c", str(lamps), "--from", "2026-06-22T02:00", "--days", "2")
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     sjz = Observer(latitude=38.04, longitude=114.51)
@@ -36,9 +37,9 @@ def test_schedule_prints_the_coming_steps_at_astrals_times() -> None:
 
 
 def test_schedule_reports_polar_days_as_skipped(tmp_path: Path) -> None:
-    cfg = tmp_path / "svalbard.yaml"
-    cfg.write_text(LAMPS.read_text().replace("{lat: 38.04, lon: 114.51}", "{lat: 78.22, lon: 15.65}")
-                   .replace("    timezone: Asia/Shanghai\n    steps", "    timezone: Arctic/Longyearbyen\n    steps"))
+    cfg = installed_example(LAMPS_TEXT.replace("{lat: 38.04, lon: 114.51}", "{lat: 78.22, lon: 15.65}")
+                   .replace("    timezone: Asia/Shanghai\n    steps", "    timezone: Arctic/Longyearbyen\n    steps"),
+                            "svalbard.yaml", tmp_path)
     r = edge_agent("control", "schedule", "-c", str(cfg), "--from", "2026-06-21T12:00", "--days", "1")
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
     assert "(Arctic/Longyearbyen)" in r.stdout
@@ -49,15 +50,16 @@ def test_schedule_reports_polar_days_as_skipped(tmp_path: Path) -> None:
     assert "Mon 2026-06-22 00:30:00  00:30" not in r.stdout  # one day asked, 00:30 of the 21st has passed
 
 
-def test_set_dry_run_shows_the_register_writes_and_refuses_the_rest() -> None:
-    r = edge_agent("control", "set", "-c", str(LAMPS), "lamp-1", "dim_level=60", "lamp_on=false", "--dry-run")
+def test_set_dry_run_shows_the_register_writes_and_refuses_the_rest(tmp_path: Path) -> None:
+    lamps = installed_example(LAMPS_TEXT, "lamp-poles.yaml", tmp_path)
+    r = edge_agent("control", "set", "-c", str(lamps), "lamp-1", "dim_level=60", "lamp_on=false", "--dry-run")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["  dim_level=60: FC06 write single register unit 5 address 0x0000: [0x003C]",
                                      "  lamp_on=false: FC05 write single coil unit 5 address 0x0000: OFF (0x0000)"]
     assert "nothing written" in r.stderr
-    r = edge_agent("control", "set", "-c", str(LAMPS), "lamp-1", "voltage_l1=230", "dim_level=101", "--dry-run")
+    r = edge_agent("control", "set", "-c", str(lamps), "lamp-1", "voltage_l1=230", "dim_level=101", "--dry-run")
     assert r.returncode == 1 and r.stdout == ""
     assert "voltage_l1=230: refused: 'voltage_l1' is not allowed on lamp-1" in r.stderr
     assert "dim_level=101: refused: dim_level=101 is above the maximum 100" in r.stderr
-    r = edge_agent("control", "set", "-c", str(LAMPS), "lamp-1", "dim_level=60")
+    r = edge_agent("control", "set", "-c", str(lamps), "lamp-1", "dim_level=60")
     assert r.returncode == 2 and "--dry-run shows the register writes" in r.stderr

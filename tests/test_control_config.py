@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import edge_agent
+from tests.helpers import edge_agent, installed_example
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMPS = (ROOT / "config" / "lamp-poles.yaml").read_text(encoding="utf-8")
@@ -18,8 +18,7 @@ def line_of(path: Path, needle: str) -> int:
 
 
 def check(tmp_path: Path, text: str) -> tuple[Path, int, str]:
-    cfg = tmp_path / "poles.yaml"
-    cfg.write_text(text, encoding="utf-8")
+    cfg = installed_example(text, "poles.yaml", tmp_path)
     r = edge_agent("check", "-c", str(cfg))
     assert "Traceback" not in r.stdout + r.stderr
     return cfg, r.returncode, r.stdout + r.stderr
@@ -41,8 +40,8 @@ def test_lamp_example_passes(tmp_path: Path) -> None:
      " writable (writable: lamp_on, dim_level)"),
     ("min_toggle: {lamp_on: 60s}}}\n  lamp-2", "min_toggle: {dim_level: 60s}}}\n  lamp-2", "dim_level: 60s",
      "devices.lamp-1.control.min_toggle.dim_level: min_toggle applies to relay (true/false) points only"),
-    ("# command_key_file", "command_key_file", "command_key_file",
-     "uplinks.city-ops.command_key_file: file not found: /etc/edge-agent/cmd.key"),
+    ("# command_key_file: /etc/edge-agent/cmd.key", "command_key_file: /nonexistent/cmd.key", "command_key_file",
+     "uplinks.city-ops.command_key_file: file not found: /nonexistent/cmd.key"),
     ("{at: \"00:30\", set: {dim_level: 50}}", "{at: \"00:30\", set: {dim_level: 150}}", "dim_level: 150",
      "schedules.street-lights.steps.1.set.dim_level: device lamp-1: dim_level=150 is above the maximum 100"),
     ("devices: [lamp-1, lamp-2]", "devices: [lamp-1, lamp-3]", "lamp-3",
