@@ -24,6 +24,8 @@ from drivers.modbus.device import ModbusDevice
 from drivers.reading import Reading
 from drivers.simulator.runner import SimRunner
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 INTERVAL = 1.0

@@ -21,6 +21,8 @@ from bench.profiling import summarise_collapsed
 from bench.report import markdown_table, text_table
 from bench.startup import parse_importtime
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = Sizes.of("smoke")
 

@@ -72,6 +72,7 @@ def test_a_killed_process_loses_nothing_committed_and_seq_never_jumps(tmp_path: 
     assert max(stored_seqs(db)) == high + 1
 
 
+@pytest.mark.slow
 def test_a_reading_is_committed_within_the_commit_interval(tmp_path: Path) -> None:
     """What a power cut can take is bounded by the commit interval (commits are synchronous=FULL)."""
     db = tmp_path / "outbox.db"

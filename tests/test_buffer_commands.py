@@ -23,6 +23,8 @@ from drivers.reading import Reading
 from tests.buffer_helpers import evicted_ranges
 from tests.helpers import edge_agent
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_714_550_400_000  # 2024-05-01T08:00:00Z
 

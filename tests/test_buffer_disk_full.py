@@ -53,6 +53,7 @@ def nothing_lost_silently(db: Path) -> None:
     assert set(range(1, high + 1)) <= stored_seqs(db) | expand(evicted_ranges(db, "central"))
 
 
+@pytest.mark.slow
 def test_max_bytes_larger_than_the_disk_evicts_instead_of_failing(small_disk: Path) -> None:
     db = small_disk / "outbox.db"
     ob = Outbox(db, ["central"], max_bytes=64 * 1024 * 1024)  # the technician's guess; the card is 2 MiB

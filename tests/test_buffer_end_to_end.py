@@ -8,6 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.localbroker import LocalBroker
 from buffer.outbox import Outbox
 from drivers.reading import Reading
@@ -23,6 +25,8 @@ from tests.buffer_helpers import (
     tcp_site,
 )
 from tests.helpers import AgentProcess, SimulatorThread, wait_for
+
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
 
 def prefill(db: Path, n: int, devices: int, max_bytes: int = 256 * 1024**2) -> None:

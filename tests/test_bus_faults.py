@@ -23,6 +23,8 @@ from drivers.modbus.device import ModbusDevice
 from drivers.simulator.modbus_server import Fault, SimSlave
 from drivers.simulator.runner import Line, SimRunner
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # it logs each timeout; we count them
 
 TIMEOUT = 0.15

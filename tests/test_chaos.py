@@ -37,6 +37,8 @@ from tests.buffer_helpers import (
 from tests.faultproxy import FaultProxy
 from tests.helpers import AgentProcess, SimulatorThread, wait_for
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 CHAOS_SECONDS = 75.0
 DEVICES, INTERVAL = 10, "150ms"
 FAULTS = ["cut"] * 3 + ["partition"] * 2 + ["blackhole"] * 2 + ["drop"] + ["broker"] * 2 + ["kill"] * 3

@@ -15,6 +15,8 @@ import pytest
 from agent.localbroker import free_port
 from tests.helpers import SimulatorThread, edge_agent, wait_for, write_config
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -18,6 +18,7 @@ def line_of(path: Path, needle: str) -> int:
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+@pytest.mark.slow
 def test_every_example_config_passes_check(path: Path, tmp_path: Path) -> None:
     r = edge_agent("check", "-c", str(installed_example(path.read_text(), path.name, tmp_path)))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -55,6 +56,7 @@ def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
     assert f"{cfg}:10: bufer: unknown key; did you mean 'buffer'?" in out
 
 
+@pytest.mark.slow
 def test_unknown_bus_and_profile_get_suggestions(tmp_path: Path) -> None:
     cfg = tmp_path / "refs.yaml"
     cfg.write_text(
@@ -70,6 +72,7 @@ def test_unknown_bus_and_profile_get_suggestions(tmp_path: Path) -> None:
             "did you mean 'renke-dust-all-in-one'?") in r.stdout
 
 
+@pytest.mark.slow
 def test_profile_from_a_path_is_checked_with_its_own_file_and_line(tmp_path: Path) -> None:
     prof = tmp_path / "profiles" / "my-level.yaml"
     prof.parent.mkdir()

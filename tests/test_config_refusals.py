@@ -14,6 +14,8 @@ import pytest
 from agent.localbroker import LocalBroker
 from tests.helpers import ROOT, AgentProcess, SimulatorThread, edge_agent, wait_for
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 
 def test_config_that_would_publish_nonsense_is_refused_with_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "not-a-dir").write_text("")

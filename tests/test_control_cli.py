@@ -6,9 +6,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from astral import Observer, sun
 
 from tests.helpers import edge_agent, installed_example
+
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMPS_TEXT = (ROOT / "config" / "lamp-poles.yaml").read_text(encoding="utf-8")

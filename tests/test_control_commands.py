@@ -133,6 +133,7 @@ def test_min_toggle_refuses_relay_chatter(desk: CommandDesk, clock: Clock) -> No
     assert later.status is None and later.writes[0].coil is False
 
 
+@pytest.mark.slow
 def test_audit_log_survives_reopening_and_control_log_shows_each_case(tmp_path: Path, clock: Clock) -> None:
     data = tmp_path / "data"
     cfg = write_config(tmp_path / "poles.yaml", data_dir=data, buses={"rs485-1": "{type: tcp, host: 127.0.0.1}"},

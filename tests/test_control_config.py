@@ -24,6 +24,7 @@ def check(tmp_path: Path, text: str) -> tuple[Path, int, str]:
     return cfg, r.returncode, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_lamp_example_passes(tmp_path: Path) -> None:
     _, rc, out = check(tmp_path, LAMPS)
     assert rc == 0 and "OK: 1 buses, 2 devices" in out, out
@@ -54,6 +55,7 @@ def test_lamp_example_passes(tmp_path: Path) -> None:
     ("    location: {lat: 38.04, lon: 114.51}     # Shijiazhuang\n", "", "street-lights:",
      "steps at sunrise/sunset need 'location: {lat, lon}'"),
 ])
+@pytest.mark.slow
 def test_problem_is_located(tmp_path: Path, old: str, new: str, needle: str, message: str) -> None:
     assert old in LAMPS
     cfg, rc, out = check(tmp_path, LAMPS.replace(old, new, 1))
@@ -61,6 +63,7 @@ def test_problem_is_located(tmp_path: Path, old: str, new: str, needle: str, mes
     assert f"{cfg}:{line_of(cfg, needle)}: " in out and message in out, out
 
 
+@pytest.mark.slow
 def test_schedule_value_must_be_allowed_on_every_device(tmp_path: Path) -> None:
     text = LAMPS.replace("  lamp-2: {bus: rs485-1, unit: 6, profile: generic-smart-pole-lamp-controller,"
                          " interval: 30s,\n           control: {allow: [lamp_on, dim_level],"
@@ -73,6 +76,7 @@ def test_schedule_value_must_be_allowed_on_every_device(tmp_path: Path) -> None:
             " does not allow writing 'dim_level'") in out, out
 
 
+@pytest.mark.slow
 def test_a_device_without_control_allows_nothing(tmp_path: Path) -> None:
     text = LAMPS.replace(",\n           control: {allow: [lamp_on, dim_level], min_toggle: {lamp_on: 60s}}}", "}", 1)
     _, rc, out = check(tmp_path, text)

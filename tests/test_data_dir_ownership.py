@@ -6,10 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.localbroker import LocalBroker
 from buffer.outbox import Outbox
 from drivers.reading import Reading
 from tests.helpers import AgentProcess, Collector, SimulatorThread, edge_agent, wait_for, write_config
+
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
 
 def _config(tmp_path: Path, sim: SimulatorThread | None, broker_port: int, uplink: str = "central") -> Path:

@@ -7,10 +7,14 @@ import re
 import threading
 from pathlib import Path
 
+import pytest
+
 from drivers.catalog import resolve_profile
 from drivers.dlt645.simulator import DLT645Simulator, SimMeter
 from drivers.simulator.pty import PtyPair
 from tests.helpers import edge_agent, write_config
+
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,6 +14,8 @@ from drivers.catalog import resolve_profile
 from drivers.vocabulary import unit_of
 from tests.helpers import AgentProcess, Collector, SimulatorThread, wait_for, write_config
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 SITE_PTY = {1: "renke-dust-all-in-one", 2: "generic-radar-level-80ghz"}
 SITE_TCP = {1: "eastron-sdm630"}
 

@@ -19,6 +19,8 @@ from buffer.schema import committed_seq
 from tests.helpers import AgentProcess, SimulatorThread, wait_for, write_config
 from tests.mqtt_support import GATEWAY, Recorder, Rig, broker_lines, uplink
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 DENY_DUST = """# anonymous clients: the platform reads everything, the gateway may not publish dust-1
 topic read edge/#
 topic write edge/site-test/status

@@ -21,6 +21,7 @@ def check(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return edge_agent("check", "-c", str(config), env={**os.environ, **env})
 
 
+@pytest.mark.slow
 def test_missing_certificates_and_password_files_are_problems() -> None:
     done = check(ROOT / "config" / "two-platforms.yaml")
     out = done.stdout + done.stderr
@@ -31,6 +32,7 @@ def test_missing_certificates_and_password_files_are_problems() -> None:
         assert f"uplinks.{key}: /etc/edge-agent/{name}: No such file or directory" in out, key
 
 
+@pytest.mark.slow
 def test_check_never_prints_a_password(tmp_path: Path) -> None:
     (tmp_path / "pass").write_text(SECRET + "\n")
     cfg = tmp_path / "config.yaml"

@@ -7,9 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.localbroker import LocalBroker
 from tests.helpers import AgentProcess, SimulatorThread, wait_for
 from tests.mqtt_support import GATEWAY, Message, Recorder, Rig, broker_lines, uplink
+
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
 OUTAGE = 6.0
 

@@ -15,6 +15,8 @@ from tests.faultproxy import FaultProxy
 from tests.helpers import wait_for
 from tests.mqtt_support import GATEWAY, Recorder, Rig, broker_lines, retained, uplink
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 READINGS = 60
 PERIOD = 0.1
 

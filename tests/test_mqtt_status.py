@@ -7,10 +7,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from agent import __version__
 from agent.localbroker import LocalBroker
 from tests.helpers import AgentProcess, SimulatorThread, wait_for
 from tests.mqtt_support import GATEWAY, Recorder, retained
+
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
 STATUS = f"edge/{GATEWAY}/status"
 

@@ -20,6 +20,8 @@ from tests.certs import Pki, tls_listener
 from tests.helpers import wait_for
 from tests.mqtt_support import Recorder, Rig, broker_lines, password_file, uplink
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 PASSWORD = "s3cret-Pa55word"
 
 

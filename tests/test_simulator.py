@@ -183,6 +183,7 @@ async def timed_reads(bus: ModbusBus, unit: int, n: int) -> list[float]:
 
 
 @pytest.mark.parametrize("baudrate", [9600, 19200])
+@pytest.mark.slow
 def test_wire_time_of_a_10_register_read_is_emulated(baudrate: int) -> None:
     limit = rtu_wire_seconds(8, 25, baudrate)
     if baudrate == 9600:
@@ -193,6 +194,7 @@ def test_wire_time_of_a_10_register_read_is_emulated(baudrate: int) -> None:
     assert limit <= median <= limit + 0.008, f"{median * 1000:.1f} ms per read, the wire needs {limit * 1000:.1f} ms"
 
 
+@pytest.mark.slow
 def test_one_bus_is_strictly_serialised_and_two_buses_run_side_by_side() -> None:
     limit = rtu_wire_seconds(8, 25, 9600)
 
@@ -231,6 +233,7 @@ def test_the_inter_frame_delay_separates_every_transaction() -> None:
         assert asyncio.run(run()) >= 6 * 0.05
 
 
+@pytest.mark.slow
 def test_simulate_changes_faults_while_serving_from_the_control_file(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "simulate", "--pty-dir", str(tmp_path),

@@ -19,6 +19,8 @@ from drivers.simulator.modbus_server import SimSlave
 from drivers.simulator.runner import SimRunner
 from tests.helpers import edge_agent
 
+pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CONSTANTS = """\
