@@ -163,18 +163,23 @@ def cmd_once(args: argparse.Namespace) -> int:
             where = f"unit {cfg.unit} on {cfg.bus}" if cfg.unit is not None else f"meter {cfg.address} on {cfg.bus}"
             t0 = time.perf_counter()
             try:
-                values = await dev.read()
+                polled = await dev.read()
             except DriverError as exc:
                 failed += 1
                 print(f"{dev_id}  ({profile.name}, {where})  FAILED: {exc.status}: {exc}")
                 continue
             ms = (time.perf_counter() - t0) * 1000
-            print(f"{dev_id}  ({profile.name}, {where})  ok in {ms:.0f} ms, "
+            print(f"{dev_id}  ({profile.name}, {where})  {polled.status} in {ms:.0f} ms, "
                   f"{len(dev.plan)} request(s)")
-            width = max(len(k) for k in values) if values else 0
-            for k, v in values.items():
+            names = [k for k in profile.points if k in polled.values or k in polled.errors]
+            width = max(len(k) for k in names) if names else 0
+            for k in names:
+                if k in polled.errors:
+                    print(f"  {k:<{width}}  -  ({polled.errors[k]})")
+                    continue
                 unit = profile.unit_of(k)
-                print(f"  {k:<{width}}  {v}{(' ' + unit) if unit and unit != 'bool' else ''}")
+                flag = f"  ({polled.flags[k]})" if k in polled.flags else ""
+                print(f"  {k:<{width}}  {polled.values[k]}{(' ' + unit) if unit and unit != 'bool' else ''}{flag}")
         for bus in buses.values():
             await bus.close()
         return 1 if failed else 0

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from drivers.errors import DeviceOffline, DriverError, NoResponse
-from drivers.reading import Reading, Value
+from drivers.reading import Polled, Reading
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ BACKOFF_MAX = 60.0  # seconds
 
 
 class DevicePoller:
-    def __init__(self, device_id: str, read: Callable[[], Awaitable[dict[str, Value]]],
+    def __init__(self, device_id: str, read: Callable[[], Awaitable[Polled]],
                  interval: float, submit: Callable[[Reading], None],
                  backoff_max: float = BACKOFF_MAX, backoff_min: float | None = None) -> None:
         self.device_id = device_id
@@ -50,6 +50,7 @@ class DevicePoller:
         self.retry_at = 0.0
         self.last_status = "ok"
         self.polls = 0  # polls that reached the bus
+        self.bad_points: dict[str, str] = {}
 
     async def poll_once(self, slot: float | None = None) -> Reading:
         """One scheduled poll; ``slot`` is its place on the schedule (monotonic seconds)."""
@@ -59,12 +60,24 @@ class DevicePoller:
             return Reading(self.device_id, ts, {}, DeviceOffline.status)
         self.polls += 1
         try:
-            values = await self.read()
+            polled = await self.read()
         except DriverError as exc:
             self._failed(exc, now)
             return Reading(self.device_id, ts, {}, exc.status)
         self._succeeded()
-        return Reading(self.device_id, ts, values, "ok")
+        self._note_bad_points(polled.errors)
+        return Reading(self.device_id, ts, polled.values, polled.status, polled.errors, polled.flags)
+
+    def _note_bad_points(self, errors: dict[str, str]) -> None:
+        """Log once when the set of bad points changes, not on every poll."""
+        if errors == self.bad_points:
+            return
+        if errors:
+            log.warning("device %s: %d point(s) without a valid value: %s", self.device_id, len(errors),
+                        ", ".join(f"{k} ({v})" for k, v in sorted(errors.items())))
+        else:
+            log.info("device %s: every point valid again", self.device_id)
+        self.bad_points = dict(errors)
 
     def _succeeded(self) -> None:
         if self.offline:

@@ -139,6 +139,11 @@ class Exporter:
                 raise LookupError(f"no uplink '{flt.uplink}' in this buffer (it has: {', '.join(known) or 'none'})")
             self.bit = int(row[0])
         self.damaged: list[tuple[int, int]] = []  # seq ranges that could not be read (a corrupt file)
+        try:  # a file written before quality per point (schema 3) has no errors/flags columns
+            columns = {r[1] for r in self.conn.execute("PRAGMA table_info(readings)")}
+        except sqlite3.DatabaseError:
+            columns = set()
+        self._quality = "errors, flags" if {"errors", "flags"} <= columns else "NULL, NULL"
         try:
             lo, hi = self.conn.execute("SELECT min(seq), max(seq) FROM readings").fetchone()
         except sqlite3.DatabaseError:  # a damaged file: walk the whole seq range, skipping bad parts
@@ -187,7 +192,8 @@ class Exporter:
         while after < self.last_seq:
             try:
                 rows = [Row(*r) for r in self.conn.execute(
-                    f"SELECT seq, device, ts, status, vals FROM readings WHERE {where} ORDER BY seq LIMIT ?",
+                    f"SELECT seq, device, ts, status, vals, {self._quality} FROM readings WHERE {where}"
+                    " ORDER BY seq LIMIT ?",
                     [after, min(self.last_seq, after + step), *args, EXPORT_CHUNK])]
             except sqlite3.DatabaseError:
                 if step > 1:  # narrow down to the damaged part

@@ -322,8 +322,10 @@ class Outbox:
         c.execute("BEGIN IMMEDIATE")
         if batch:
             c.executemany(
-                "INSERT INTO readings(seq, device, ts, status, vals, pending) VALUES (?, ?, ?, ?, ?, ?)",
-                [(first + i, r.device, r.ts, r.status, values_json(r.values), self._mask)
+                "INSERT INTO readings(seq, device, ts, status, vals, pending, errors, flags)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(first + i, r.device, r.ts, r.status, values_json(r.values), self._mask,
+                  _encode(r.errors) if r.errors else None, _encode(r.flags) if r.flags else None)
                  for i, r in enumerate(batch)])
         for bit, seqs in self._acks.items():
             others = ~(1 << bit)

@@ -18,6 +18,8 @@ class Row:
     ts: int
     status: str
     vals: str  # JSON object text, spliced into payloads as is
+    errors: str | None = None  # JSON object text {point: why} for a partial reading, else None
+    flags: str | None = None  # JSON object text {point: flag} (over_range), else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ class OutboxReader:
 
     def fetch(self, bit: int, after: int, upto: int | None, limit: int) -> list[Row]:
         """Readings still pending for uplink ``bit`` with ``after < seq <= upto``, oldest first."""
-        sql = "SELECT seq, device, ts, status, vals FROM readings WHERE seq > ? AND pending & ?"
+        sql = "SELECT seq, device, ts, status, vals, errors, flags FROM readings WHERE seq > ? AND pending & ?"
         args: list[int] = [after, 1 << bit]
         if upto is not None:
             sql += " AND seq <= ?"

@@ -53,6 +53,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "quality per point: a reading's bad points and flagged values",
+        """
+        ALTER TABLE readings ADD COLUMN errors TEXT;
+        ALTER TABLE readings ADD COLUMN flags TEXT;
+        """,
+    ),
 ]
 
 LATEST = max(v for v, _, _ in MIGRATIONS)

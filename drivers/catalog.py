@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from .profile import Profile
+from .profile import Profile, overlapping_points
 from .yamlsource import Problem, SourceError, did_you_mean, load_source, validate
 
 CATALOG_DIR = Path(__file__).parent / "profiles"
@@ -18,6 +18,10 @@ def load_profile_file(path: str | Path) -> Profile:
     """Load and validate one profile file. Raises SourceError with located problems."""
     source = load_source(path)
     profile: Profile = validate(Profile, source)
+    overlaps = overlapping_points(profile)
+    if overlaps:
+        raise SourceError([Problem(source.file, source.line_of(("points", name, "address")), f"points.{name}.address",
+                                   why) for name, why in overlaps])
     return profile
 
 

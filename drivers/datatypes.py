@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import DecodeError, ShortFrame
+from .errors import InvalidValue, NotFinite, ShortFrame
 
 Order = Literal["big", "little"]
 Table = Literal["coil", "discrete", "holding", "input"]
@@ -74,16 +74,44 @@ def apply_scale(raw: int | float, scale: float, offset: float) -> int | float:
     return round(value, 9)
 
 
+def step_decimals(*steps: float) -> int:
+    """The decimals an integer register scaled by these steps can carry: 0.1 → 1, 0.25 → 2."""
+    out = 0
+    for s in steps:
+        text = repr(float(s))
+        if "e" in text:
+            mantissa, exp = text.split("e")
+            out = max(out, max(0, -int(exp)) + len(mantissa.partition(".")[2].rstrip("0")))
+        else:
+            out = max(out, len(text.partition(".")[2].rstrip("0")))
+    return min(out, 9)
+
+
+_F32 = struct.Struct(">f")
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that reads back as the same float32: 229.484, not 229.4840087890625."""
+    packed = _F32.pack(value)
+    for digits in (6, 7, 8):
+        short = float(f"{value:.{digits}g}")
+        if _F32.pack(short) == packed:
+            return short
+    return float(f"{value:.9g}")
+
+
 class PointDecoder:
     """How to decode one point, worked out once: the poll path calls it for every value.
 
     Raises a typed error for a bad answer, never guesses.
     """
 
-    __slots__ = ("_reverse", "_scaled", "_value", "_words", "bit", "count", "kind", "offset", "scale", "type_name")
+    __slots__ = ("_f32", "_invalid", "_places", "_reverse", "_scaled", "_value", "_words", "bit", "count", "kind",
+                 "offset", "scale", "type_name")
 
     def __init__(self, type_name: str, *, byte_order: Order = "big", word_order: Order = "big",
-                 scale: float = 1.0, offset: float = 0.0, length: int | None = None, bit: int | None = None) -> None:
+                 scale: float = 1.0, offset: float = 0.0, length: int | None = None, bit: int | None = None,
+                 invalid: frozenset[int] = frozenset(), decimals: int | None = None) -> None:
         t = TYPES[type_name]
         self.type_name = type_name
         self.kind = t.name
@@ -96,6 +124,12 @@ class PointDecoder:
         self._words = struct.Struct(("<" if byte_order == "little" else ">") + f"{self.count}H")
         self._reverse = word_order == "little"
         self._value = struct.Struct(">" + t.struct_code) if t.struct_code else None
+        self._invalid = invalid  # raw register values (unsigned, as on the wire) meaning "no valid value"
+        self._f32 = t.struct_code == "f" and decimals is None
+        # decimals a value is rounded to: the profile's, else what the scale gives an integer register
+        if decimals is None and self._scaled and t.struct_code not in ("f", "d"):
+            decimals = step_decimals(scale, offset) if offset else step_decimals(scale)
+        self._places = decimals
 
     def __call__(self, words: list[int] | list[bool]) -> int | float | bool | str:
         n = self.count
@@ -114,11 +148,25 @@ class PointDecoder:
             raw = self._words.pack(*(int(w) & 0xFFFF for w in ordered))
         if kind == "string":
             return raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
+        if self._invalid and int.from_bytes(raw, "big") in self._invalid:
+            raise InvalidValue(f"raw value 0x{raw.hex().upper()} means the sensor has no valid value")
         assert self._value is not None
         value = self._value.unpack(raw)[0]
-        if isinstance(value, float) and not math.isfinite(value):
-            raise DecodeError(f"{self.type_name} is not a finite number ({value})")
-        return apply_scale(value, self.scale, self.offset) if self._scaled else value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise NotFinite(value, f"{self.type_name} is not a finite number ({value})")
+            if self._f32:
+                value = shortest_float32(value)
+        if self._scaled:
+            value = value * self.scale + self.offset
+            return self._round(value) if self._places is not None else round(value, 9)
+        return self._round(value) if self._places is not None else value
+
+    def _round(self, value: int | float) -> int | float:
+        places = self._places
+        if places == 0:
+            return round(value)
+        return round(value, places)
 
 
 def decode(

@@ -60,6 +60,24 @@ class DecodeError(DriverError):
     status = "decode_error"
 
 
+class NotFinite(DecodeError):
+    """A float register holds NaN or an infinity: the sensor has no valid value."""
+
+    def __init__(self, value: float, message: str = "") -> None:
+        super().__init__(message or f"not a finite number ({value})")
+        self.value = value
+
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        return "nan" if self.value != self.value else "inf"
+
+
+class InvalidValue(DecodeError):
+    """The raw register value is one the profile lists as the sensor's "no valid value"."""
+
+    status = "invalid"
+
+
 class DeviceOffline(DriverError):
     """The device is in back-off after consecutive failures; the bus was not asked."""
 

@@ -65,6 +65,10 @@ class Point(Strict):
     format: str | None = None
     signed: bool = False
     sim: SimSpec | None = None
+    # quality: raw values meaning "no valid value", physically possible values, published precision
+    invalid: list[Annotated[int, Field(ge=0)]] | None = None
+    range: tuple[float, float] | None = None
+    decimals: Annotated[int, Field(ge=0, le=9)] | None = None
     # writes (drivers/writes.py): what a config's control.allow may name
     writable: bool = False
     min: float | None = None
@@ -164,3 +168,30 @@ class Profile(Strict):
 
     def order_of(self, point: Point) -> tuple[Order, Order]:
         return (point.byte_order or self.byte_order, point.word_order or self.word_order)
+
+
+def overlapping_points(profile: Profile) -> list[tuple[str, str]]:
+    """(point, why) for each Modbus point that shares a register with an earlier one.
+
+    Bit points may share a register with each other (different ``bit:``) and with the word
+    they are bits of; two values decoded from the same register would publish nonsense."""
+    out: list[tuple[str, str]] = []
+    taken: dict[tuple[str, int], str] = {}  # (table, register) -> the whole-register point there
+    bits: dict[tuple[str, int, int], str] = {}
+    for name, p in profile.points.items():
+        if p.address is None:
+            continue
+        table = p.table or "holding"
+        if p.type_name == "bit":
+            assert p.bit is not None
+            first = bits.setdefault((table, p.address, p.bit), name)
+            if first != name:
+                out.append((name, f"bit {p.bit} of {table} register {p.address:#06x} is point '{first}' too"))
+            continue
+        for reg in range(p.address, p.address + p.registers):
+            first = taken.setdefault((table, reg), name)
+            if first != name:
+                out.append((name, f"{table} register {reg:#06x} belongs to point '{first}' too: "
+                                  "two values decoded from one register"))
+                break
+    return out

@@ -87,6 +87,8 @@ class Received:
     status: str
     values: dict[str, Any]
     topic: str
+    errors: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,7 +138,8 @@ class Collector:
             if len(parts) >= 4 and parts[2] == "up":
                 for r in body["readings"]:
                     self.readings.append(Received(body["device"], r["seq"], r["ts"], r["status"],
-                                                  r.get("values", {}), msg.topic))
+                                                  r.get("values", {}), msg.topic, r.get("errors", {}),
+                                                  r.get("flags", {})))
             elif len(parts) >= 4 and parts[2] == "meta":
                 self.meta[parts[3]] = body
             elif len(parts) == 3 and parts[2] == "status":
@@ -209,3 +212,12 @@ def installed_example(text: str, name: str, tmp_path: Path) -> Path:
     cfg = tmp_path / name
     cfg.write_text(text, encoding="utf-8")
     return cfg
+
+
+async def read_all(device: Any) -> dict[str, Any]:
+    """Every point's value from one poll of a Modbus or DL/T 645 device; a poll with any bad
+    point fails the test (its errors are shown)."""
+    polled = await device.read()
+    assert not polled.errors, f"points without a valid value: {polled.errors}"
+    values: dict[str, Any] = polled.values
+    return values

@@ -38,6 +38,7 @@ from drivers.profile import Point, Profile, SimSpec
 from drivers.reading import Value
 from drivers.simulator.modbus_server import SimSlave
 from drivers.vocabulary import VOCABULARY
+from tests.helpers import read_all
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_SUFFIX = ".fixture.yaml"
@@ -318,7 +319,7 @@ def replay(profile: Profile, fixture: Fixture) -> dict[str, Value]:
     else:
         assert fixture.registers and not fixture.data, "a Modbus fixture holds 'registers'"
         device = ModbusDevice(DumpBus(register_space(fixture)), 1, profile)  # type: ignore[arg-type]
-    values: dict[str, Value] = asyncio.run(device.read())
+    values: dict[str, Value] = asyncio.run(read_all(device))
     return values
 
 
@@ -398,7 +399,7 @@ def test_simulator_serves_what_the_profile_decodes(path: Path) -> None:
     slave = SimSlave(unit=1, profile=profile)
     device = ModbusDevice(SimBus(slave), 1, profile)  # type: ignore[arg-type]
     for _ in range(3):
-        values: dict[str, Value] = asyncio.run(device.read())
+        values: dict[str, Value] = asyncio.run(read_all(device))
         wrong = {n: v for n, v in values.items() if not slave.was_served(n, v)}
         assert not wrong, f"{rel(path)}: polled values the simulator did not serve: {wrong}"
 

@@ -7,6 +7,7 @@ decoder rather than restate it.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import struct
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from drivers.datatypes import BIT_TABLES, REGISTER_TABLES, TYPES, decode, encode, register_count
+from drivers.datatypes import BIT_TABLES, REGISTER_TABLES, TYPES, PointDecoder, decode, encode, register_count
 from drivers.errors import DecodeError, DriverError, ShortFrame
 from drivers.profile import Point
 
@@ -163,18 +164,18 @@ def test_strings() -> None:
 # --- errors -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("words", "type_name"), [
-    ([0x7FC0, 0x0000], "float32"),  # quiet NaN
-    ([0xFFC0, 0x0000], "float32"),  # negative NaN
-    ([0x7F80, 0x0000], "float32"),  # +inf
-    ([0xFF80, 0x0000], "float32"),  # -inf
-    ([0x7FF8, 0, 0, 0], "float64"),
-    ([0xFFFF, 0xFFFF], "float32"),  # what an unconfigured register often reads
+@pytest.mark.parametrize(("words", "type_name", "status"), [
+    ([0x7FC0, 0x0000], "float32", "nan"),  # quiet NaN
+    ([0xFFC0, 0x0000], "float32", "nan"),  # negative NaN
+    ([0x7F80, 0x0000], "float32", "inf"),  # +inf
+    ([0xFF80, 0x0000], "float32", "inf"),  # -inf
+    ([0x7FF8, 0, 0, 0], "float64", "nan"),
+    ([0xFFFF, 0xFFFF], "float32", "nan"),  # what an unconfigured register often reads
 ])
-def test_non_finite_floats_raise_decode_error(words: list[int], type_name: str) -> None:
+def test_non_finite_floats_raise_decode_error(words: list[int], type_name: str, status: str) -> None:
     with pytest.raises(DecodeError) as info:
         decode(words, type_name)
-    assert info.value.status == "decode_error"
+    assert info.value.status == status
     assert isinstance(info.value, DriverError)
 
 
@@ -216,7 +217,11 @@ def test_round_trip(type_name: str, byte_order: str, word_order: str) -> None:
         value = _random_value(rng, type_name)
         words = encode(value, type_name, **kw)
         assert len(words) == register_count(type_name) and all(0 <= w <= 0xFFFF for w in words)
-        assert decode(words, type_name, **kw) == value
+        got = decode(words, type_name, **kw)
+        if type_name == "float32":  # published as the shortest decimal that is the same float32
+            assert struct.pack(">f", got) == struct.pack(">f", value) and len(repr(got)) <= len(repr(value))
+        else:
+            assert got == value
 
 
 @pytest.mark.parametrize("type_name", ["uint16", "int16", "uint32", "int32", "float32"])
@@ -259,3 +264,29 @@ def test_point_defaults_follow_the_table() -> None:
     assert Point(table="coil", address=3).type_name == "bool"
     assert Point(table="input", address=3).type_name == "uint16"
     assert Point(table="holding", address=3, type="float64").registers == 4
+
+
+@pytest.mark.parametrize(("words", "type_name", "kw", "published"), [
+    (list(struct.unpack(">HH", struct.pack(">f", 229.484))), "float32", {}, "229.484"),  # not 229.4840087890625
+    (list(struct.unpack(">HH", struct.pack(">f", 0.1))), "float32", {}, "0.1"),
+    (list(struct.unpack(">HH", struct.pack(">f", 1e-7))), "float32", {}, "1e-07"),
+    (list(struct.unpack(">HH", struct.pack(">f", 229.484))), "float32", {"decimals": 1}, "229.5"),
+    ([253], "int16", {"scale": 0.1}, "25.3"),  # one decimal: 0.1 gives no more
+    ([12345], "uint16", {"scale": 0.01}, "123.45"),
+    ([1], "uint16", {"scale": 0.001}, "0.001"),
+    ([7], "uint16", {"scale": 0.25}, "1.75"),
+    ([3], "uint16", {"scale": 10}, "30"),
+    ([12345], "uint16", {"scale": 0.01, "decimals": 0}, "123"),
+])
+def test_values_carry_no_more_precision_than_the_register(words: list[int], type_name: str, kw: dict[str, Any],
+                                                          published: str) -> None:
+    assert json.dumps(PointDecoder(type_name, **kw)(words)) == published
+
+
+def test_an_invalid_raw_value_is_an_error_not_a_value() -> None:
+    sentinel = PointDecoder("int16", scale=0.1, invalid=frozenset({0x7FFF, 0x8000}))
+    assert sentinel([0x0100]) == 25.6
+    for raw in (0x7FFF, 0x8000):
+        with pytest.raises(DriverError) as info:
+            sentinel([raw])
+        assert info.value.status == "invalid"

@@ -30,7 +30,7 @@ from drivers.planner import ReadRequest
 from drivers.profile import Point, Profile
 from drivers.simulator.modbus_server import SimSlave
 from drivers.simulator.runner import SimRunner
-from tests.helpers import wait_for
+from tests.helpers import read_all, wait_for
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
@@ -71,7 +71,7 @@ async def read_all_twice(line: str, sim: SimRunner) -> dict[str, dict[str, objec
         for unit, slave in sim.context.slaves.items():
             dev = ModbusDevice(bus, unit, slave.profile)
             for _ in range(2):
-                values = await dev.read()
+                values = await read_all(dev)
                 assert set(values) == set(slave.profile.points), slave.profile.name
                 for req in dev.plan:
                     group = {n: values[n] for n in req.points}
@@ -115,7 +115,7 @@ def test_minimalmodbus_reads_what_the_simulator_serves_and_what_our_bus_decodes(
             bus = serial_bus(sim)
             try:
                 words = await bus.read(7, ReadRequest("holding", 10, 3, ()))
-                return words, dict(await ModbusDevice(bus, 7, profile).read())
+                return words, await read_all(ModbusDevice(bus, 7, profile))
             finally:
                 await bus.close()
 

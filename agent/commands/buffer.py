@@ -195,18 +195,24 @@ def _cell(value: Any) -> Any:
 
 def _csv_writer(out: IO[str], keys: list[str]) -> Callable[[Any], None]:
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["seq", "time", "ts", "device", "status", *keys])
+    w.writerow(["seq", "time", "ts", "device", "status", *keys, "errors", "flags"])
 
     def write(r: Any) -> None:
         values = json.loads(r.vals)
-        w.writerow([r.seq, iso_ms(r.ts), r.ts, r.device, r.status, *(_cell(values.get(k)) for k in keys)])
+        w.writerow([r.seq, iso_ms(r.ts), r.ts, r.device, r.status, *(_cell(values.get(k)) for k in keys),
+                    r.errors or "", r.flags or ""])
     return write
+
+
+def quality(r: Any) -> str:
+    """``,"errors":{...}`` and ``,"flags":{...}`` as the native payload has them, when present."""
+    return (f',"errors":{r.errors}' if r.errors else "") + (f',"flags":{r.flags}' if r.flags else "")
 
 
 def _jsonl_writer(out: IO[str]) -> Callable[[Any], None]:
     def write(r: Any) -> None:
         out.write(f'{{"seq":{r.seq},"ts":{r.ts},"time":"{iso_ms(r.ts)}","device":{json.dumps(r.device)},'
-                  f'"status":{json.dumps(r.status)},"values":{r.vals}}}\n')
+                  f'"status":{json.dumps(r.status)},"values":{r.vals}{quality(r)}}}\n')
     return write
 
 

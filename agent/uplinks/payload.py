@@ -35,20 +35,37 @@ def native(head: str, rows: Sequence[Row]) -> bytes:
     """``{"gateway", "device", "readings": [{"seq", "ts", "status", "values"}]}``; ``head`` from
     :func:`native_head`."""
     readings = ",".join([f'{{"seq":{r.seq},"ts":{r.ts},"status":{_q(r.status)},"values":{r.vals}}}'
+                         if r.errors is None and r.flags is None else
+                         f'{{"seq":{r.seq},"ts":{r.ts},"status":{_q(r.status)},"values":{r.vals}{_quality(r)}}}'
                          for r in rows])
     return f"{head}{readings}]}}".encode()
+
+
+def _quality(r: Row) -> str:
+    return (f',"errors":{r.errors}' if r.errors else "") + (f',"flags":{r.flags}' if r.flags else "")
+
+
+def _tb_values(r: Row) -> str:
+    """A reading's telemetry values: a failed poll as ``{"status": ...}``; a partial one with its
+    values plus ``status`` and ``errors`` (and ``flags``) as JSON-valued keys."""
+    if r.status == "ok" and r.flags is None:
+        return r.vals
+    if not r.vals or r.vals == "{}":
+        return f'{{"status":{_q(r.status)}}}'
+    extra = f',"status":{_q(r.status)}' + _quality(r)
+    return r.vals[:-1] + extra + "}"
 
 
 def thingsboard(rows_by_device: Mapping[str, Sequence[Row]]) -> bytes:
     """ThingsBoard gateway telemetry: ``{"<device>": [{"ts": ms, "values": {...}}]}``.
 
     A failed poll has no values; it is sent as ``{"status": "<failure>"}`` so the platform
-    still sees that the poll happened.
+    still sees that the poll happened. A partial reading sends its good values with
+    ``"status": "partial"`` and ``"errors": {point: why}`` beside them (``"flags"`` likewise).
     """
     parts = []
     for device, rows in rows_by_device.items():
-        items = ",".join([f'{{"ts":{r.ts},"values":{r.vals}}}' if r.status == "ok"
-                          else f'{{"ts":{r.ts},"values":{{"status":{_q(r.status)}}}}}' for r in rows])
+        items = ",".join([f'{{"ts":{r.ts},"values":{_tb_values(r)}}}' for r in rows])
         parts.append(f"{_q(device)}:[{items}]")
     return ("{" + ",".join(parts) + "}").encode()
 

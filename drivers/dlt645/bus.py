@@ -30,7 +30,7 @@ from ..errors import (
     ShortFrame,
 )
 from ..profile import Profile
-from ..reading import Value
+from ..reading import Polled
 from . import bcd, codec
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,7 @@ class PointRead:
     signed: bool
     scale: float
     offset: float
+    valid: tuple[float, float] | None = None
 
 
 class DLT645Device:
@@ -288,16 +289,32 @@ class DLT645Device:
         for name, p in profile.points.items():
             assert p.di is not None
             fmt, signed = bcd.item_layout(p.di, p.format, p.signed)
-            self.plan.append(PointRead(name, codec.parse_di(p.di), fmt, signed, p.scale, p.offset))
+            self.plan.append(PointRead(name, codec.parse_di(p.di), fmt, signed, p.scale, p.offset, p.range))
 
-    async def read(self) -> dict[str, Value]:
-        """Read every point; raise the first DriverError (a reading is all or nothing)."""
-        values: dict[str, Value] = {}
+    async def read(self) -> Polled:
+        """Read every point; a point the meter refuses or garbles gets its error, the others
+        keep their values. Raise the first DriverError when no point could be read."""
+        polled = Polled()
+        first_error: DriverError | None = None
         for item in self.plan:
-            data = await self.bus.read(self.address, item.di)
-            raw = bcd.decode_value(data, item.format, item.signed)
-            values[item.name] = apply_scale(raw, item.scale, item.offset)
-        return values
+            try:
+                data = await self.bus.read(self.address, item.di)
+                raw = bcd.decode_value(data, item.format, item.signed)
+            except (NoResponse, BusUnavailable) as exc:
+                if not polled.values:
+                    raise
+                polled.errors[item.name] = exc.status  # the meter went silent: the rest are lost too
+                for rest in self.plan[self.plan.index(item) + 1 :]:
+                    polled.errors[rest.name] = exc.status
+                break
+            except DriverError as exc:
+                first_error = first_error or exc
+                polled.errors[item.name] = exc.status
+                continue
+            polled.keep(item.name, apply_scale(raw, item.scale, item.offset), item.valid)
+        if not polled.values and first_error is not None:
+            raise first_error
+        return polled
 
     def describe(self) -> dict[str, Any]:
         """What the device is, for logs and the CLI."""

@@ -62,6 +62,11 @@ class SimSlave:
     served: dict[str, float | bool | str] = field(default_factory=dict)
     history: dict[str, deque[float | bool | str]] = field(default_factory=dict)
     injected: dict[str, int] = field(default_factory=dict)  # faults applied, by kind
+    # a hole in the register map: requests touching (table, first, last) answer exception 02
+    refuse: list[tuple[str, int, int]] = field(default_factory=list)
+    override: dict[str, float | bool | str] = field(default_factory=dict)  # served instead of the sim's value
+    raw: dict[tuple[str, int], int] = field(default_factory=dict)  # register words served as they are
+    request_log: deque[tuple[str, int, int]] = field(default_factory=lambda: deque(maxlen=HISTORY))
 
     def __post_init__(self) -> None:
         rng = random.Random(self.seed or self.unit)
@@ -99,8 +104,11 @@ class SimSlave:
 
     def read(self, table: str, address: int, count: int, now: float) -> list[int] | list[bool] | None:
         """The words (or bits) at [address, address+count), None for an illegal range."""
+        self.request_log.append((table, address, count))
         ext = self.extents.get(table)
         if ext is None or address < ext[0] or address + count > ext[1]:
+            return None
+        if any(t == table and a <= address + count - 1 and address <= b for t, a, b in self.refuse):
             return None
         words: list[int] = [0] * count
         answer: dict[str, float | bool | str] = {}
@@ -111,7 +119,7 @@ class SimSlave:
                 continue
             if p.address + p.registers <= address or p.address >= address + count:
                 continue
-            value = sim.value(now)
+            value = self.override[name] if name in self.override else sim.value(now)
             self.served[name] = value
             answer[name] = value
             self.history.setdefault(name, deque(maxlen=HISTORY)).append(value)
@@ -122,6 +130,9 @@ class SimSlave:
                 j = p.address - address + i
                 if 0 <= j < count:
                     words[j] |= w
+        for (t_, reg), word in self.raw.items():
+            if t_ == table and address <= reg < address + count:
+                words[reg - address] = word
         self.answers.append(answer)
         if table in BIT_TABLES:
             return [bool(w) for w in words]
