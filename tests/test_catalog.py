@@ -449,3 +449,12 @@ def test_doc_generator_writes_utf8_in_a_c_locale() -> None:
     out = subprocess.run([sys.executable, "-m", "drivers.catalog_doc"], cwd=ROOT, env=env,
                          capture_output=True, check=True)
     assert out.stdout.decode("utf-8") == render_supported_devices()
+
+
+def test_dtsu666_reads_the_primary_side_energies() -> None:
+    """CHINT manuals ZTY0.464.1267 / ZTY0.464.1002 (and mbmd, evcc): ImpEp/ExpEp at 0x101E/0x1028
+    are primary-side; 0x401E/0x4028 are secondary-side, off by the CT ratio behind a CT."""
+    p = resolve_profile("chint-dtsu666")
+    assert (p.points["energy_import"].address, p.points["energy_export"].address) == (0x101E, 0x1028)
+    assert p.points["power_factor"].scale == 0.001
+    assert all(pt.address is not None and pt.address < 0x4000 for pt in p.points.values())

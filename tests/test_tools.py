@@ -155,6 +155,14 @@ def test_scan_reports_damaged_answers_as_a_hint_on_speed_or_parity() -> None:
     assert "damaged answers from units 2: a device at another speed or parity" in r.stdout
 
 
+def test_scan_waits_the_documented_half_second_for_a_slow_slave() -> None:
+    slave = SimSlave(unit=2, profile=resolve_profile("generic-radar-level-80ghz"), slow_seconds=0.25)
+    slave.set_fault("slow")  # every answer 250 ms late: within 0.5 s, past the old 0.2 s
+    with SimRunner([slave], "pty") as sim:
+        r = edge_agent("scan", "--port", sim.port, "--units", "1-3", "--no-profiles")
+    assert "unit 2 answers" in r.stderr and "1 answered" in r.stderr, r.stdout + r.stderr
+
+
 def test_scan_rejects_bad_ranges() -> None:
     r = edge_agent("scan", "--port", "/dev/null", "--units", "3-300")
     assert r.returncode == 2 and "bad unit range" in r.stderr

@@ -26,7 +26,8 @@ exception, means a device is there. Speeds and parities are tried in the order g
 the scan stops at the first setting where something answers (--all-settings goes on).
 Damaged answers (crc_error, garbage) suggest a device at another speed or parity. Then
 every Modbus profile of the catalog is tried on each device found (--no-profiles skips it).
-A silent unit costs --timeout (default 0.2 s): 247 units take about a minute per setting.
+A silent unit costs --timeout (default 0.5 s, what slow sensors need): 247 units take about
+two minutes per setting; give --timeout 0.2 to sweep faster on a line of quick devices.
 Progress goes to stderr. Exit status 0 when a device answered, 1 when none did."""
 
 NOISE = ("crc_error", "garbage", "short_frame")
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scan", help="find the unit ids that answer on a bus and the profiles that fit them",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_line_arguments(p, many=True)
-    p.set_defaults(timeout=0.2)
+    p.set_defaults(timeout=0.5)
     p.add_argument("--units", default="1-247", metavar="RANGES", help="e.g. 1-32 or 1,2,10-20 (default 1-247)")
     p.add_argument("--register", default="holding:0", metavar="TABLE:ADDRESS",
                    help="what each unit is asked for (default holding:0)")
