@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -123,3 +124,64 @@ def test_under_mqtt_3_1_1_a_denied_publish_is_silently_lost(tmp_path: Path,
     assert rec.seqs() == set()  # the platform never got them, and the agent could not know
     assert rig.workers["central"].stats.refused == 0
     assert not [m for m in caplog.messages if "refused" in m]
+
+
+def test_readings_skipped_while_refused_go_out_at_once_when_the_acl_is_lifted(tmp_path: Path) -> None:
+    """Live readings keep coming while the broker refuses their topic, so a probe is a live
+    message of one reading and the rest wait. When the probe gets through, every skipped
+    reading goes out on the live connection, without waiting for a reconnect."""
+    broker = acl_broker(tmp_path, DENY_DUST)
+    rec = Recorder(broker.port, "edge/#").start()
+    rig = Rig(tmp_path, {"central": uplink(broker.port, refused_retry="1s")}, devices=("dust-1",))
+    rig.start()
+    worker = rig.workers["central"]
+    done = threading.Event()
+
+    def trickle() -> None:
+        while not done.is_set():
+            rig.submit("dust-1", 1)
+            time.sleep(0.02)
+
+    feeder = threading.Thread(target=trickle, daemon=True)
+    feeder.start()
+    try:
+        wait_for(lambda: worker.stats.refused >= 2, 10, "a refusal and a refused probe")
+        (tmp_path / "acl").write_text(ALLOW_ALL)
+        assert broker.proc is not None
+        broker.proc.send_signal(signal.SIGHUP)
+        time.sleep(1 + 1.5)  # one refused_retry for the probe, then everything skipped goes at once
+        done.set()
+        feeder.join()
+        wait_for(lambda: len(rec.seqs()) == len(rig.submitted), 3, "every skipped dust-1 reading")
+    finally:
+        done.set()
+        rig.stop()
+        rec.stop()
+        broker.stop()
+    assert rec.seqs() == set(range(1, len(rig.submitted) + 1))
+    assert worker.stats.connects == 1, "delivered on the same connection, not after a reconnect"
+
+
+def test_a_new_session_probes_refused_topics_at_once(tmp_path: Path) -> None:
+    """refused_retry is long; the broker restarts with the topic allowed: the new session
+    probes at once instead of waiting out refused_retry."""
+    broker = acl_broker(tmp_path, DENY_DUST)
+    rig = Rig(tmp_path, {"central": uplink(broker.port, refused_retry="10m")})
+    rig.start()
+    worker = rig.workers["central"]
+    try:
+        rig.submit("dust-1", 10)
+        wait_for(lambda: worker.stats.refused >= 1, 10, "the refusal")
+        broker.stop()
+        (tmp_path / "acl").write_text(ALLOW_ALL)
+        broker.start()
+        rec = Recorder(broker.port, "edge/#").start()
+        try:
+            wait_for(lambda: rig.outbox.sync() and not rig.pending("central"), 15,
+                     "the refused readings to go out in the new session")
+        finally:
+            rec.stop()
+    finally:
+        rig.stop()
+        broker.stop()
+    assert worker.stats.connects >= 2

@@ -4,7 +4,8 @@ A refused topic is blocked: its readings stay in the buffer and are not sent aga
 ``retry`` has passed; then one message is let through as a probe. If the broker accepts
 the probe the topic is unblocked and the uplink re-reads the buffer for what it skipped;
 if it refuses again the topic stays blocked for another period. Other topics are not
-held up, and a long refusal costs one message per period, not the whole backlog.
+held up, and a long refusal costs one message per period, not the whole backlog. A new
+session probes every blocked topic at once: its rights may have changed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ class RefusalGate:
         self._rescan = False
 
     def __bool__(self) -> bool:
-        return bool(self.blocked)
+        """Anything to do: a topic blocked, or a rescan owed after a block ended."""
+        return bool(self.blocked) or self._rescan
 
     def allows(self, topic: str, now: float) -> bool:
         """May a message to ``topic`` go now? Lets exactly one probe through when due."""
@@ -63,6 +65,8 @@ class RefusalGate:
                 self.blocked[topic] = now + self.retry
 
     def new_session(self) -> None:
-        """In-flight probes died with the connection: let them go again."""
-        self._probe_ok |= self._probing
+        """A new session may have new rights (the broker restarted, its ACL reloaded, a new
+        login): probe every blocked topic at once instead of waiting out ``retry``."""
         self._probing.clear()
+        for topic in self.blocked:
+            self.blocked[topic] = 0.0
