@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 MAX_HELD = 50_000  # readings kept in memory while the disk refuses commits; older ones are dropped
 RETRY_MIN, RETRY_MAX = 0.1, 2.0
+# acknowledgements are committed within this, not a whole commit_interval: each one lost
+# in a crash is a reading sent again (a duplicate); 10 commits a second at most spare the SD card
+ACK_COMMIT = 0.1
+ACKS = frozenset({"a", "e"})
 
 
 # one encoder, built once: json.dumps with options builds a new one per call (a third slower)
@@ -120,6 +124,7 @@ class Outbox:
         self._held: list[Reading] = []
         self._acks: dict[int, list[int]] = {}
         self._eacks: dict[int, list[int]] = {}
+        self._asides: list[tuple[int, str, int, str]] = []  # (bit, uplink, seq, why) never to be delivered
         self._tokens: list[int] = []
         self._unrecorded_drops = 0
         self._trouble = ""
@@ -169,6 +174,11 @@ class Outbox:
     def ack_evictions(self, uplink: str, ids: list[int]) -> None:
         """Record that ``uplink`` has announced the evictions ``ids``."""
         self._queue.put(("e", (self.uplink_bits[uplink], ids)))
+
+    def set_aside(self, uplink: str, seq: int, why: str) -> None:
+        """``uplink`` will never deliver reading ``seq`` (e.g. too large for its broker): it
+        leaves that uplink's backlog, recorded as a one-reading loss the uplink announces."""
+        self._queue.put(("u", (self.uplink_bits[uplink], uplink, seq, why)))
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed. False on timeout
@@ -229,7 +239,8 @@ class Outbox:
         except queue.Empty:
             return self._stop.is_set()
         stop = self._take(first)
-        deadline = time.monotonic() + self.commit_interval
+        now = time.monotonic()
+        deadline = now + (min(self.commit_interval, ACK_COMMIT) if first[0] in ACKS else self.commit_interval)
         while not stop and first[0] != "s":
             left = deadline - time.monotonic()
             if left <= 0:
@@ -241,6 +252,8 @@ class Outbox:
             stop = self._take(item)
             if item[0] == "s":
                 break
+            if item[0] in ACKS:  # an acknowledgement not committed is a duplicate after a crash
+                deadline = min(deadline, time.monotonic() + ACK_COMMIT)
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -264,6 +277,8 @@ class Outbox:
             self._acks.setdefault(value[0], []).extend(value[1])
         elif kind == "e":
             self._eacks.setdefault(value[0], []).extend(value[1])
+        elif kind == "u":
+            self._asides.append(value)
         elif kind == "s":
             self._tokens.append(int(value))
         elif kind == "c" and value[0] == self.generation:
@@ -273,7 +288,7 @@ class Outbox:
     def _flush(self) -> bool:
         """Commit everything held. True when nothing is left (sync tokens are then done)."""
         wrote = False
-        while self._corrupt or self._held or self._acks or self._eacks:
+        while self._corrupt or self._held or self._acks or self._eacks or self._asides:
             if self._corrupt:
                 try:
                     self._reset(self._corrupt)
@@ -338,6 +353,12 @@ class Outbox:
         for bit, ids in self._eacks.items():
             c.executemany("UPDATE evictions SET pending = pending & ? WHERE id = ?",
                           [(~(1 << bit), i) for i in ids])
+        at = int(time.time() * 1000)
+        for bit, name, seq, why in self._asides:  # leaves the uplink's backlog, announced as a loss
+            c.execute("DELETE FROM readings WHERE seq = ? AND (pending & ?) = 0", (seq, ~(1 << bit)))
+            c.execute("UPDATE readings SET pending = pending & ? WHERE seq = ?", (~(1 << bit), seq))
+            c.execute("INSERT INTO evictions(at, first_seq, last_seq, count, reason, pending, uplink)"
+                      " VALUES (?, ?, ?, 1, ?, ?, ?)", (at, seq, seq, why, 1 << bit, name))
         if self._unrecorded_drops:
             c.execute("INSERT INTO counters(name, value) VALUES ('dropped', ?)"
                       " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (self._unrecorded_drops,))
@@ -345,6 +366,9 @@ class Outbox:
         self._unrecorded_drops = 0
         self._acks.clear()
         self._eacks.clear()
+        if self._asides:
+            self.counters.eviction_records += len(self._asides)
+            self._asides.clear()
         self.counters.commits += 1
         if batch:
             del self._held[: len(batch)]
@@ -419,6 +443,7 @@ class Outbox:
         bits = dict(self.uplink_bits)
         self._acks.clear()
         self._eacks.clear()
+        self._asides.clear()
         with contextlib.suppress(Exception):
             self._conn.close()
         if self.path.exists():  # not yet moved by an earlier attempt that failed half-way

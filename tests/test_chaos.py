@@ -214,8 +214,10 @@ def test_chaos_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str])
               f"still buffered = {len(buffered)}, evicted and announced = {len(told)}")
         print(f"chaos faults: {dict(chaos.done)}; proxy: {chaos.proxy.stats}; uplink stalls detected:"
               f" {log.count('no PUBACK')}")
-        print(f"chaos: lost = {len(missing)}, duplicates = {duplicates}")
+        ratio = duplicates / max(1, len(received))
+        print(f"chaos: lost = {len(missing)}, duplicates = {duplicates} ({ratio:.2%} of {len(received)} readings)")
     assert not missing, f"lost seqs: {sorted(missing)[:50]}"
+    assert ratio < 0.01, f"{duplicates} duplicates: {ratio:.2%} of the readings delivered (limit 1 %)"
     assert chaos.done == Counter(FAULTS)
     assert not received - set(range(1, committed + 1)), "a seq arrived that was never committed"
     assert len(buffered) < 50, "the buffer did not drain"

@@ -37,6 +37,8 @@ from .topics import TopicMap
 log = logging.getLogger(__name__)
 
 HEALTHY_SESSION = 10.0  # a session that lasted this long resets the reconnect back-off
+PACKET_TOO_LARGE = 0x95
+SET_ASIDE_AFTER = 3  # sessions lost with one oversize reading alone in flight before it is set aside
 STOP_GRACE = 2.0  # on stop, wait this long for outstanding PUBACKs
 _NO_SEQS: list[int] = []
 
@@ -50,6 +52,8 @@ class UplinkStats:
     refused: int = 0
     stalls: int = 0
     errors: int = 0
+    size_cap: int = 0  # learned: the largest payload this broker is sent (0: no cap learned)
+    set_aside: int = 0  # readings too large for the broker even alone
     last_error: str = ""
 
 
@@ -113,6 +117,8 @@ class MqttUplinkWorker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
+        self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
+        self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
         outbox.add_listener(lambda _seq: self._wake.set())
 
     def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
@@ -281,11 +287,15 @@ class MqttUplinkWorker:
             msg = inflight.pop(mid, None)
             if msg is None:
                 continue
+            if code == PACKET_TOO_LARGE and msg.kind == "readings":
+                self._too_large(msg, f"PUBACK reason {code}")
+                continue
             if code >= 0x80:
                 self._refused(msg, reason, code, now)
                 continue
             if msg.kind == "readings":
                 acked += msg.seqs
+                self._largest_acked = max(self._largest_acked, len(msg.data))
                 if self.gate and self.gate.accepted(msg.topic):
                     self._logged = {k for k in self._logged if not k.startswith(f"refused:{msg.topic}:")}
                     log.info("uplink %s: broker accepts publishes to %s again; sending its buffered readings",
@@ -295,6 +305,39 @@ class MqttUplinkWorker:
         if acked:
             self.outbox.ack(self.name, acked)
             self.stats.readings_acked += len(acked)
+
+    # -- messages the broker will not take for their size -----------------------------------
+    def _payload_limit(self, conn: Connection) -> int:
+        """The broker's announced Maximum Packet Size, or the size it was seen to refuse."""
+        caps = [c for c in (conn.max_payload, self.stats.size_cap) if c]
+        return min(caps) if caps else 0
+
+    def _lost_with(self, inflight: dict[int, _Msg], why: str) -> None:
+        """The session ended with messages unacknowledged: a broker with a payload cap it does
+        not announce drops the connection (or answers 0x95, which paho cannot parse and drops
+        it too). The largest readings message bigger than any accepted one is suspect."""
+        suspects = [m for m in inflight.values() if m.kind == "readings" and len(m.data) > self._largest_acked]
+        if suspects:
+            self._too_large(max(suspects, key=lambda m: len(m.data)), why)
+
+    def _too_large(self, msg: _Msg, why: str) -> None:
+        size = len(msg.data)
+        if len(msg.seqs) > 1:
+            cap = max(1, size // 2)
+            if not self.stats.size_cap or cap < self.stats.size_cap:
+                self.stats.size_cap = cap
+                log.warning("uplink %s: a message of %d bytes (%d readings) was not accepted (%s); sending"
+                            " messages of at most %d bytes from now on", self.name, size, len(msg.seqs), why, cap)
+            return
+        seq = msg.seqs[0]
+        lost = self._oversize[seq] = self._oversize.get(seq, 0) + 1
+        if lost < SET_ASIDE_AFTER and not why.startswith("PUBACK"):
+            return
+        del self._oversize[seq]
+        self.stats.set_aside += 1
+        self.outbox.set_aside(self.name, seq, f"undeliverable: {size} bytes, too large for the broker ({why})")
+        log.error("uplink %s: reading seq %d (%d bytes) is too large for the broker even alone (%s); set aside"
+                  " and announced on the status topic", self.name, seq, size, why)
 
     def _refused(self, msg: _Msg, reason: object, code: int, now: float) -> None:
         self.stats.refused += 1
@@ -334,6 +377,7 @@ class MqttUplinkWorker:
             if not alive:
                 self._log_once(logging.WARNING, "lost", "uplink %s: connection to %s:%d lost", self.name,
                                cfg.host, cfg.effective_port)
+                self._lost_with(inflight, "connection dropped while it was in flight")
                 return
             # the stall watchdog: paho never retransmits on a live connection
             if inflight:
@@ -342,6 +386,7 @@ class MqttUplinkWorker:
                     self.stats.stalls += 1
                     log.warning("uplink %s: no PUBACK for %.0fs (%d messages in flight); reconnecting",
                                 self.name, now - oldest, len(inflight))
+                    self._lost_with(inflight, "no PUBACK")
                     return
             # a refused topic is due for a probe, or accepted again: read the buffer from the start
             if self.gate and self.gate.rescan_due(now):
@@ -358,7 +403,8 @@ class MqttUplinkWorker:
                 for ev in reader.evictions(self.bit):
                     if ev.id in announcing:
                         continue
-                    notice = {"status": "online", "event": "evicted", "first_seq": ev.first_seq,
+                    event = "undeliverable" if ev.reason.startswith("undeliverable") else "evicted"
+                    notice = {"status": "online", "event": event, "first_seq": ev.first_seq,
                               "last_seq": ev.last_seq, "count": ev.count, "reason": ev.reason, "at": ev.at}
                     ready_other.append(_Msg("eviction", self.topics.status, json.dumps(notice), _NO_SEQS,
                                             eviction_id=ev.id))
@@ -368,7 +414,7 @@ class MqttUplinkWorker:
                 rows = reader.fetch(self.bit, live_cursor, None, cfg.live_batch * max(1, window - len(inflight)))
                 if rows:
                     live_cursor = rows[-1].seq
-                    self._build(rows, cfg.live_batch, ready_live, conn.max_payload)
+                    self._build(rows, cfg.live_batch, ready_live, self._payload_limit(conn))
             if cfg.backlog_rate:
                 tokens = min(max(cfg.backlog_rate, cfg.backlog_batch), tokens + (now - last_refill) * cfg.backlog_rate)
                 last_refill = now
@@ -385,7 +431,7 @@ class MqttUplinkWorker:
                     tokens -= len(rows)
                     if skip:
                         rows = [r for r in rows if r.seq not in skip]
-                    self._build(rows, cfg.backlog_batch, ready_backlog, conn.max_payload)
+                    self._build(rows, cfg.backlog_batch, ready_backlog, self._payload_limit(conn))
             # hand messages to paho: status first, then live; the backlog leaves two slots for live readings
             sent = 0
             for queue, slots in ((ready_other, window), (ready_live, window), (ready_backlog, max(1, window - 2))):
