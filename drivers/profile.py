@@ -170,28 +170,27 @@ class Profile(Strict):
         return (point.byte_order or self.byte_order, point.word_order or self.word_order)
 
 
-def overlapping_points(profile: Profile) -> list[tuple[str, str]]:
-    """(point, why) for each Modbus point that shares a register with an earlier one.
+def points_overlap(a: Point, b: Point) -> bool:
+    """Do two Modbus points decode a register in common? Bits of one status register may
+    each be a point of their own (different ``bit:``); anything else sharing a register
+    would publish nonsense (-1654 °C from half a float)."""
+    if a.address is None or b.address is None or (a.table or "holding") != (b.table or "holding"):
+        return False
+    if a.address + a.registers <= b.address or b.address + b.registers <= a.address:
+        return False
+    return not (a.type_name == b.type_name == "bit" and a.address == b.address and a.bit != b.bit)
 
-    Bit points may share a register with each other (different ``bit:``) and with the word
-    they are bits of; two values decoded from the same register would publish nonsense."""
+
+def overlapping_points(profile: Profile) -> list[tuple[str, str]]:
+    """(point, why) for each Modbus point that shares a register with an earlier one."""
     out: list[tuple[str, str]] = []
-    taken: dict[tuple[str, int], str] = {}  # (table, register) -> the whole-register point there
-    bits: dict[tuple[str, int, int], str] = {}
+    seen: list[tuple[str, Point]] = []
     for name, p in profile.points.items():
-        if p.address is None:
-            continue
-        table = p.table or "holding"
-        if p.type_name == "bit":
-            assert p.bit is not None
-            first = bits.setdefault((table, p.address, p.bit), name)
-            if first != name:
-                out.append((name, f"bit {p.bit} of {table} register {p.address:#06x} is point '{first}' too"))
-            continue
-        for reg in range(p.address, p.address + p.registers):
-            first = taken.setdefault((table, reg), name)
-            if first != name:
-                out.append((name, f"{table} register {reg:#06x} belongs to point '{first}' too: "
-                                  "two values decoded from one register"))
+        for other, q in seen:
+            if points_overlap(p, q):
+                assert p.address is not None
+                out.append((name, f"overlaps point '{other}' in the {p.table or 'holding'} table"
+                                  f" (from register {p.address:#06x}): two values decoded from one register"))
                 break
+        seen.append((name, p))
     return out

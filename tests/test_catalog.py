@@ -34,7 +34,7 @@ from drivers.datatypes import BIT_TABLES, TYPES, Table, decode, encode
 from drivers.dlt645.bus import DLT645Device
 from drivers.modbus.device import ModbusDevice
 from drivers.planner import MAX_BITS_PER_READ, ReadRequest, plan_reads
-from drivers.profile import Point, Profile, SimSpec
+from drivers.profile import Point, Profile, SimSpec, points_overlap
 from drivers.reading import Value
 from drivers.simulator.modbus_server import SimSlave
 from drivers.vocabulary import VOCABULARY
@@ -122,38 +122,28 @@ def test_point_names_and_units(path: Path) -> None:
                 f"{rel(path)}: '{name}' is vocabulary with unit '{known.unit}', not '{p.unit}'")
 
 
-def _overlap(a: Point, b: Point) -> bool:
-    assert a.address is not None and b.address is not None
-    if (a.table or "holding") != (b.table or "holding"):
-        return False
-    if a.address + a.registers <= b.address or b.address + b.registers <= a.address:
-        return False
-    # bits of one status register may each be a point of their own
-    return not (a.type_name == b.type_name == "bit" and a.address == b.address and a.bit != b.bit)
-
-
 def test_overlap_rules() -> None:
     def pt(address: int, type_name: str, table: str = "holding", bit: int | None = None) -> Point:
         return Point(table=table, address=address, type=type_name, bit=bit)  # type: ignore[arg-type]
 
-    assert _overlap(pt(0, "float32"), pt(1, "uint16"))
-    assert not _overlap(pt(0, "float32"), pt(2, "uint16"))
-    assert not _overlap(pt(0, "uint16"), pt(0, "uint16", "input"))
-    assert not _overlap(pt(0, "bool", "coil"), pt(0, "bool", "discrete"))
-    assert not _overlap(pt(5, "bit", bit=0), pt(5, "bit", bit=1))
-    assert _overlap(pt(5, "bit", bit=0), pt(5, "bit", bit=0))
-    assert _overlap(pt(5, "bit", bit=0), pt(5, "uint16"))
+    assert points_overlap(pt(0, "float32"), pt(1, "uint16"))
+    assert not points_overlap(pt(0, "float32"), pt(2, "uint16"))
+    assert not points_overlap(pt(0, "uint16"), pt(0, "uint16", "input"))
+    assert not points_overlap(pt(0, "bool", "coil"), pt(0, "bool", "discrete"))
+    assert not points_overlap(pt(5, "bit", bit=0), pt(5, "bit", bit=1))
+    assert points_overlap(pt(5, "bit", bit=0), pt(5, "bit", bit=0))
+    assert points_overlap(pt(5, "bit", bit=0), pt(5, "uint16"))
 
 
 @by_file
-def test_points_do_not_overlap(path: Path) -> None:
+def test_points_do_notpoints_overlap(path: Path) -> None:
     profile = load_profile_file(path)
     if profile.protocol == "dlt645":
         dis = [p.di for p in profile.points.values()]
         assert len(set(dis)) == len(dis), f"{rel(path)}: a data identifier is read twice"
         return
     for (na, a), (nb, b) in combinations(profile.points.items(), 2):
-        assert not _overlap(a, b), f"{rel(path)}: points '{na}' and '{nb}' overlap"
+        assert not points_overlap(a, b), f"{rel(path)}: points '{na}' and '{nb}' overlap"
 
 
 def _sim_values(spec: SimSpec) -> list[float | bool | str]:

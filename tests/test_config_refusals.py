@@ -89,6 +89,25 @@ def test_duplicate_keys_in_a_profile_file_are_refused(tmp_path: Path) -> None:
     assert f"{prof}:6: points.water_level: duplicate key 'water_level' (first at line 5)" in r.stdout, r.stdout
 
 
+def test_overlapping_points_in_a_profile_are_refused_by_check_and_run(tmp_path: Path) -> None:
+    """A float32 at 0x10 and a uint16 at 0x11 decode one register twice: nonsense values."""
+    prof = tmp_path / "my-level.yaml"
+    prof.write_text("name: my-level\nvendor: Acme\nmodel: L-1\npoints:\n"
+                    "  water_level: {table: holding, address: 0x10, type: float32}\n"
+                    "  temperature: {table: holding, address: 0x11, type: int16, scale: 0.1}\n"
+                    "  status_ok: {table: holding, address: 0x12, type: bit, bit: 0, unit: bool}\n"
+                    "  status_alarm: {table: holding, address: 0x12, type: bit, bit: 1, unit: bool}\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"gateway: {{id: gw, data_dir: {tmp_path / 'data'}}}\n"
+                   "buses:\n  lan: {type: tcp, host: 127.0.0.1}\n"
+                   "devices:\n  level-1: {bus: lan, unit: 2, profile: ./my-level.yaml}\n")
+    for command in ("check", "run"):
+        r = edge_agent(command, "-c", str(cfg))
+        out = _no_traceback(r, command)
+        assert f"{prof}:6: points.temperature.address: overlaps point 'water_level'" in out, out
+        assert "status_alarm" not in out  # bits of one register are separate points
+
+
 def _no_traceback(r: subprocess.CompletedProcess[str], what: str, rc: int | None = 1) -> str:
     out = r.stdout + r.stderr
     assert "Traceback" not in out, f"{what}:\n{out}"
