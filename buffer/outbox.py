@@ -1,10 +1,11 @@
 """The SQLite outbox: every reading stays on disk until each uplink that carries it has
 a success acknowledgement. The only queue between polling and publishing.
 
-One writer thread owns the write connection: it assigns ``seq``, inserts readings and
-applies acknowledgements in group commits at most ``commit_interval`` apart (WAL,
-``synchronous=FULL``: a process crash loses nothing committed, a power cut at most the
-last interval). Acknowledgements are applied as range statements. Uplinks read through
+One writer thread owns the write connection: it assigns ``seq`` and inserts readings in
+group commits at most ``commit_interval`` apart (WAL, ``synchronous=FULL``: a process
+crash loses nothing committed, a power cut at most the last interval). Acknowledgements
+are applied as range statements within ``ACK_COMMIT`` of arriving, alone without an
+fsync (an acknowledgement lost is a duplicate, never a loss). Uplinks read through
 their own connections (:meth:`Outbox.reader`).
 
 The store is capped at ``max_bytes`` (WAL included) and at what the disk allows
@@ -46,9 +47,11 @@ log = logging.getLogger(__name__)
 
 MAX_HELD = 50_000  # readings kept in memory while the disk refuses commits; older ones are dropped
 RETRY_MIN, RETRY_MAX = 0.1, 2.0
-# acknowledgements are committed within this, not a whole commit_interval: each one lost
-# in a crash is a reading sent again (a duplicate); 10 commits a second at most spare the SD card
-ACK_COMMIT = 0.1
+# acknowledgements are committed within this, not a whole commit_interval: each one lost in
+# a crash is a reading sent again (a duplicate). A commit of acknowledgements alone skips the
+# fsync (synchronous=NORMAL): a process crash keeps it all the same, and a power cut can only
+# undo acknowledgements (duplicates, never a loss), so the SD card pays nothing for it.
+ACK_COMMIT = 0.03
 ACKS = frozenset({"a", "e"})
 
 
@@ -125,6 +128,7 @@ class Outbox:
         self._acks: dict[int, list[int]] = {}
         self._eacks: dict[int, list[int]] = {}
         self._asides: list[tuple[int, str, int, str]] = []  # (bit, uplink, seq, why) never to be delivered
+        self._sync_level = "FULL"  # the write connection's synchronous setting (database.connect)
         self._tokens: list[int] = []
         self._unrecorded_drops = 0
         self._trouble = ""
@@ -334,6 +338,11 @@ class Outbox:
         first = self._next_seq
         if batch:
             self._seqs.ensure(first, len(batch))
+        # acknowledgements alone need no fsync (see ACK_COMMIT); readings always get one
+        level = "FULL" if batch or self._asides or self._unrecorded_drops else "NORMAL"
+        if level != self._sync_level:
+            c.execute(f"PRAGMA synchronous={level}")
+            self._sync_level = level
         c.execute("BEGIN IMMEDIATE")
         if batch:
             c.executemany(
@@ -451,6 +460,7 @@ class Outbox:
         info = self._aside
         assert info is not None
         self._conn = connect(self.path)
+        self._sync_level = "FULL"
         migrate(self._conn)
         self.space.configure(self._conn)
         self.uplink_bits = register_uplinks(self._conn, list(bits), keep=bits)

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 HEALTHY_SESSION = 10.0  # a session that lasted this long resets the reconnect back-off
 PACKET_TOO_LARGE = 0x95
+# no PUBACK for this long (or 4 round trips, if longer): hand paho nothing more until one comes.
+# A link that died silently then holds few readings that the next session sends again.
+HOLD_AFTER = 0.1
 SET_ASIDE_AFTER = 3  # sessions lost with one oversize reading alone in flight before it is set aside
 STOP_GRACE = 2.0  # on stop, wait this long for outstanding PUBACKs
 _NO_SEQS: list[int] = []
@@ -117,6 +120,13 @@ class MqttUplinkWorker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
+        self._rtt = 0.0  # smoothed seconds from PUBLISH to PUBACK
+        # readings per backlog message: each session starts small and doubles with every
+        # acknowledgement (slow start), so a flaky link that loses a PUBACK costs few duplicates
+        self._batch = cfg.backlog_batch
+        # messages in flight: each session starts with one and doubles with every PUBACK, so a
+        # link whose return path is dead costs one message sent again, not a whole window
+        self._window = 1
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
         outbox.add_listener(lambda _seq: self._wake.set())
@@ -188,6 +198,8 @@ class MqttUplinkWorker:
             log.info("uplink %s: connected to %s:%d (MQTT %s%s)", self.name, cfg.host, cfg.effective_port,
                      cfg.protocol, ", TLS" if cfg.tls_enabled else "")
             self.gate.new_session()
+            self._batch = min(self.cfg.live_batch, self.cfg.backlog_batch)
+            self._window = 1
             inflight: dict[int, _Msg] = {}
             self._deliver(conn, reader, inflight)
             if self._stop.is_set():
@@ -293,9 +305,12 @@ class MqttUplinkWorker:
             if code >= 0x80:
                 self._refused(msg, reason, code, now)
                 continue
+            self._rtt += (now - msg.sent - self._rtt) * 0.2
+            self._window = min(conn.window, self._window * 2)
             if msg.kind == "readings":
                 acked += msg.seqs
                 self._largest_acked = max(self._largest_acked, len(msg.data))
+                self._batch = min(self.cfg.backlog_batch, self._batch * 2)
                 if self.gate and self.gate.accepted(msg.topic):
                     self._logged = {k for k in self._logged if not k.startswith(f"refused:{msg.topic}:")}
                     log.info("uplink %s: broker accepts publishes to %s again; sending its buffered readings",
@@ -409,7 +424,7 @@ class MqttUplinkWorker:
                     ready_other.append(_Msg("eviction", self.topics.status, json.dumps(notice), _NO_SEQS,
                                             eviction_id=ev.id))
             # fill the ready queues from the buffer
-            window = conn.window
+            window = min(conn.window, self._window)
             if not ready_live and outbox.last_seq > live_cursor:
                 rows = reader.fetch(self.bit, live_cursor, None, cfg.live_batch * max(1, window - len(inflight)))
                 if rows:
@@ -421,7 +436,7 @@ class MqttUplinkWorker:
             # wait for a whole batch of tokens: catch-up goes in big messages, not in crumbs
             if not ready_backlog and backlog_cursor < live_floor and (
                     not cfg.backlog_rate or tokens >= min(cfg.backlog_batch, live_floor - backlog_cursor)):
-                limit = cfg.backlog_batch if not cfg.backlog_rate else max(1, min(cfg.backlog_batch, int(tokens)))
+                limit = self._batch if not cfg.backlog_rate else max(1, min(self._batch, int(tokens)))
                 rows = reader.fetch(self.bit, backlog_cursor, live_floor, limit)
                 if not rows:
                     backlog_cursor = live_floor
@@ -431,9 +446,11 @@ class MqttUplinkWorker:
                     tokens -= len(rows)
                     if skip:
                         rows = [r for r in rows if r.seq not in skip]
-                    self._build(rows, cfg.backlog_batch, ready_backlog, self._payload_limit(conn))
+                    self._build(rows, self._batch, ready_backlog, self._payload_limit(conn))
             # hand messages to paho: status first, then live; the backlog leaves two slots for live readings
             sent = 0
+            if inflight and now - next(iter(inflight.values())).sent > max(HOLD_AFTER, 4 * self._rtt):
+                window = 0  # acknowledgements stopped coming: wait for one (or the stall watchdog)
             for queue, slots in ((ready_other, window), (ready_live, window), (ready_backlog, max(1, window - 2))):
                 while queue and len(inflight) < slots:
                     msg = queue.popleft()
