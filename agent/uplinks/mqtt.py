@@ -41,7 +41,7 @@ PACKET_TOO_LARGE = 0x95
 # no PUBACK for this long (or 4 round trips, if longer): hand paho nothing more until one comes.
 # A link that died silently then holds few readings that the next session sends again.
 HOLD_AFTER = 0.1
-SET_ASIDE_AFTER = 3  # sessions lost with one oversize reading alone in flight before it is set aside
+SET_ASIDE_AFTER = 3  # sessions lost in a row with one oversize reading in flight before it is set aside
 STOP_GRACE = 2.0  # on stop, wait this long for outstanding PUBACKs
 _NO_SEQS: list[int] = []
 
@@ -307,9 +307,9 @@ class MqttUplinkWorker:
                 continue
             self._rtt += (now - msg.sent - self._rtt) * 0.2
             self._window = min(conn.window, self._window * 2)
+            self._largest_acked = max(self._largest_acked, len(msg.data))
             if msg.kind == "readings":
                 acked += msg.seqs
-                self._largest_acked = max(self._largest_acked, len(msg.data))
                 self._batch = min(self.cfg.backlog_batch, self._batch * 2)
                 if self.gate and self.gate.accepted(msg.topic):
                     self._logged = {k for k in self._logged if not k.startswith(f"refused:{msg.topic}:")}
@@ -330,25 +330,31 @@ class MqttUplinkWorker:
     def _lost_with(self, inflight: dict[int, _Msg], why: str) -> None:
         """The session ended with messages unacknowledged: a broker with a payload cap it does
         not announce drops the connection (or answers 0x95, which paho cannot parse and drops
-        it too). The largest readings message bigger than any accepted one is suspect."""
+        it too). The largest readings message bigger than any accepted one is suspect; only a
+        message that ends two sessions in a row is taken for too large (the next session
+        sends the oldest readings first, so a real cap hits the same message again, a flaky
+        link rarely does)."""
         suspects = [m for m in inflight.values() if m.kind == "readings" and len(m.data) > self._largest_acked]
-        if suspects:
-            self._too_large(max(suspects, key=lambda m: len(m.data)), why)
+        if not suspects:
+            return
+        msg = max(suspects, key=lambda m: len(m.data))
+        if len(self._oversize) > 100:
+            self._oversize.clear()
+        lost = self._oversize[msg.seqs[0]] = self._oversize.get(msg.seqs[0], 0) + 1
+        if lost >= (SET_ASIDE_AFTER if len(msg.seqs) == 1 else 2):
+            self._too_large(msg, why)
 
     def _too_large(self, msg: _Msg, why: str) -> None:
         size = len(msg.data)
         if len(msg.seqs) > 1:
-            cap = max(1, size // 2)
+            cap = max(1, size // 2, self._largest_acked)
             if not self.stats.size_cap or cap < self.stats.size_cap:
                 self.stats.size_cap = cap
                 log.warning("uplink %s: a message of %d bytes (%d readings) was not accepted (%s); sending"
                             " messages of at most %d bytes from now on", self.name, size, len(msg.seqs), why, cap)
             return
         seq = msg.seqs[0]
-        lost = self._oversize[seq] = self._oversize.get(seq, 0) + 1
-        if lost < SET_ASIDE_AFTER and not why.startswith("PUBACK"):
-            return
-        del self._oversize[seq]
+        self._oversize.pop(seq, None)
         self.stats.set_aside += 1
         self.outbox.set_aside(self.name, seq, f"undeliverable: {size} bytes, too large for the broker ({why})")
         log.error("uplink %s: reading seq %d (%d bytes) is too large for the broker even alone (%s); set aside"
