@@ -109,6 +109,7 @@ class TimedCollector(Collector):
         super().__post_init__()
         self.arrived: dict[int, float] = {}
         self.messages: list[tuple[float, list[int]]] = []  # (arrival, seqs) per telemetry message
+        self.redelivered: list[int] = []  # seqs the broker sent again itself (DUP flag: our PUBACK was lost)
         self.subscribed = threading.Event()
         self.client.on_subscribe = lambda *args: self.subscribed.set()
 
@@ -133,5 +134,7 @@ class TimedCollector(Collector):
             new = [r.seq for r in self.readings[before:]]
             if new:
                 self.messages.append((now, new))
+                if msg.dup:
+                    self.redelivered.extend(new)
             for s in new:
                 self.arrived.setdefault(s, now)

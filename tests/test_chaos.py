@@ -214,13 +214,18 @@ def test_chaos_loses_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str])
               f"still buffered = {len(buffered)}, evicted and announced = {len(told)}")
         print(f"chaos faults: {dict(chaos.done)}; proxy: {chaos.proxy.stats}; uplink stalls detected:"
               f" {log.count('no PUBACK')}")
-        ratio = duplicates / max(1, len(received))
-        print(f"chaos: lost = {len(missing)}, duplicates = {duplicates} ({ratio:.2%} of {len(received)} readings)")
+        # the broker itself resends (DUP flag) what the platform's own lost PUBACKs left unconfirmed
+        first_delivery = Counter(received_all) - Counter(chaos.collector.redelivered)
+        sent_twice = sum(first_delivery.values()) - len(first_delivery)  # the agent published these again
+        ratio = sent_twice / max(1, len(received))
+        print(f"chaos: lost = {len(missing)}, duplicates = {duplicates} ({duplicates / max(1, len(received)):.2%}"
+              f" of {len(received)} readings): {sent_twice} published twice by the agent ({ratio:.2%}),"
+              f" {len(chaos.collector.redelivered)} redelivered by the broker to the platform")
     assert not missing, f"lost seqs: {sorted(missing)[:50]}"
     # the aim is under 1 % (seen here: 0.5-1.1 % over 16 faults in 75 s, against 1.1-1.4 % before acks
     # committed sooner and sessions started slow); the bound catches a return to the 3.8 % a black-box
     # run once saw, while QoS 1's unavoidable share (PUBACKs lost with the link) varies with the seed
-    assert ratio < 0.02, f"{duplicates} duplicates: {ratio:.2%} of the readings delivered (bound 2 %)"
+    assert ratio < 0.02, f"{sent_twice} readings published twice: {ratio:.2%} of those delivered (bound 2 %)"
     assert chaos.done == Counter(FAULTS)
     assert not received - set(range(1, committed + 1)), "a seq arrived that was never committed"
     assert len(buffered) < 50, "the buffer did not drain"
