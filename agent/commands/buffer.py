@@ -19,6 +19,8 @@ from typing import IO, Any
 from buffer.inspection import BufferStats, Exporter, ExportFilter, read_stats
 from buffer.ranges import to_ranges
 
+from ..uplinks.payload import quality
+
 EPILOG_STATS = """examples:
   edge-agent buffer stats -c /etc/edge-agent/config.yaml
   edge-agent buffer stats -c /etc/edge-agent/config.yaml --json
@@ -202,11 +204,6 @@ def _csv_writer(out: IO[str], keys: list[str]) -> Callable[[Any], None]:
         w.writerow([r.seq, iso_ms(r.ts), r.ts, r.device, r.status, *(_cell(values.get(k)) for k in keys),
                     r.errors or "", r.flags or ""])
     return write
-
-
-def quality(r: Any) -> str:
-    """``,"errors":{...}`` and ``,"flags":{...}`` as the native payload has them, when present."""
-    return (f',"errors":{r.errors}' if r.errors else "") + (f',"flags":{r.flags}' if r.flags else "")
 
 
 def _jsonl_writer(out: IO[str]) -> Callable[[Any], None]:

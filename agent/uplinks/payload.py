@@ -36,12 +36,13 @@ def native(head: str, rows: Sequence[Row]) -> bytes:
     :func:`native_head`."""
     readings = ",".join([f'{{"seq":{r.seq},"ts":{r.ts},"status":{_q(r.status)},"values":{r.vals}}}'
                          if r.errors is None and r.flags is None else
-                         f'{{"seq":{r.seq},"ts":{r.ts},"status":{_q(r.status)},"values":{r.vals}{_quality(r)}}}'
+                         f'{{"seq":{r.seq},"ts":{r.ts},"status":{_q(r.status)},"values":{r.vals}{quality(r)}}}'
                          for r in rows])
     return f"{head}{readings}]}}".encode()
 
 
-def _quality(r: Row) -> str:
+def quality(r: Row) -> str:
+    """``,"errors":{...}`` and ``,"flags":{...}`` as the native payload has them, when present."""
     return (f',"errors":{r.errors}' if r.errors else "") + (f',"flags":{r.flags}' if r.flags else "")
 
 
@@ -52,7 +53,7 @@ def _tb_values(r: Row) -> str:
         return r.vals
     if not r.vals or r.vals == "{}":
         return f'{{"status":{_q(r.status)}}}'
-    extra = f',"status":{_q(r.status)}' + _quality(r)
+    extra = f',"status":{_q(r.status)}' + quality(r)
     return r.vals[:-1] + extra + "}"
 
 
