@@ -106,10 +106,11 @@ class Printer:
                     self.seen[device] = self.seen.get(device, 0) + 1
                     self.first_at.setdefault(device, time.monotonic() - self.started)
                     stamp = time.strftime("%H:%M:%S", time.localtime(r["ts"] / 1000))
-                    if r["status"] != "ok":
+                    if not r.get("values"):
                         shown = f"poll failed: {r['status']}"
-                    else:
-                        shown = "  ".join(_show(k, v, units) for k, v in r["values"].items())
+                    else:  # ok, or partial: the good values, then each bad point and why
+                        shown = "  ".join([*(_show(k, v, units) for k, v in r["values"].items()),
+                                           *(f"{k}=({why})" for k, why in r.get("errors", {}).items())])
                     print(f"{stamp}  {device:<8} seq {r['seq']:<6} {shown}", flush=True)
 
     def stop(self) -> None:
