@@ -14,6 +14,7 @@ from drivers.reading import Reading
 
 from . import __version__
 from .config import LoadedConfig
+from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
 from .wiring import build_devices, device_metadata
@@ -46,6 +47,7 @@ class Agent:
         base = loaded.file.resolve().parent
         self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base)
                         for name, up in cfg.uplinks.items()]
+        self.control = ControlServer(data_dir)  # status, control set, ... register their operations
         self.pollers = [
             DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
             for dev_id, dev in self.devices.items()
@@ -63,6 +65,7 @@ class Agent:
         self.outbox.start()
         for up in self.uplinks:
             up.start()
+        await self.control.start()
         cfg = self.loaded.config
         log.info("edge-agent %s: gateway %s, %d buses, %d devices, %d uplinks, buffer %s",
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
@@ -72,6 +75,7 @@ class Agent:
             await stop.wait()
         finally:
             log.info("stopping: flushing the buffer")
+            await self.control.close()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
