@@ -24,14 +24,14 @@ from drivers.catalog import resolve_profile
 from drivers.dlt645.codec import address_bytes
 from drivers.dlt645.simulator import DLT645Simulator, SimMeter
 from drivers.dlt645.simulator import Fault as MeterFault
-from drivers.profile import Profile
-from drivers.simulator.control import FaultControl
-from drivers.simulator.modbus_server import (
+from drivers.modbus.simulator.control import FaultControl
+from drivers.modbus.simulator.server import (
     SimContext,
     SimSlave,
     start_serial_server,
     start_tcp_server,
 )
+from drivers.profile import Profile
 from drivers.simulator.pty import PtyPair
 
 log = logging.getLogger(__name__)

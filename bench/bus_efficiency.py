@@ -33,9 +33,9 @@ from drivers.catalog import resolve_profile
 from drivers.errors import DriverError
 from drivers.modbus.bus import ModbusBus, rtu_gap_seconds
 from drivers.modbus.device import ModbusDevice
+from drivers.modbus.planner import ReadRequest
+from drivers.modbus.simulator.runner import SimRunner
 from drivers.modbus.wire import bits_per_char, plan_wire_seconds
-from drivers.planner import ReadRequest
-from drivers.simulator.runner import SimRunner
 
 from .common import Figure, ScenarioResult, SimulatorProcess, Sizes, at_least, scratch_dir
 from .profiling import profiled

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.localbroker import LocalBroker, free_port
 from drivers.catalog import load_profile_file
-from drivers.planner import plan_reads
+from drivers.modbus.planner import plan_reads
 
 from .common import (
     MB,

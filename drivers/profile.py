@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .datatypes import BIT_TABLES, TYPES, Order, Table, register_count
+from .modbus.datatypes import BIT_TABLES, TYPES, Order, Table, register_count
+from .modbus.writes import check_writable
 from .vocabulary import VOCABULARY, unit_of
-from .writes import check_writable
 from .yamlsource import did_you_mean
 
 
@@ -69,7 +69,7 @@ class Point(Strict):
     invalid: list[Annotated[int, Field(ge=0)]] | None = None
     range: tuple[float, float] | None = None
     decimals: Annotated[int, Field(ge=0, le=9)] | None = None
-    # writes (drivers/writes.py): what a config's control.allow may name
+    # writes (drivers/modbus/writes.py): what a config's control.allow may name
     writable: bool = False
     min: float | None = None
     max: float | None = None

@@ -30,13 +30,13 @@ from pydantic import BaseModel, ConfigDict
 
 from drivers.catalog import CATALOG_DIR, catalog, load_profile_file, resolve_profile
 from drivers.catalog_doc import DOC_PATH, REGENERATE, render_supported_devices
-from drivers.datatypes import BIT_TABLES, TYPES, Table, decode, encode
 from drivers.dlt645.bus import DLT645Device
+from drivers.modbus.datatypes import BIT_TABLES, TYPES, Table, decode, encode
 from drivers.modbus.device import ModbusDevice
-from drivers.planner import MAX_BITS_PER_READ, ReadRequest, plan_reads
+from drivers.modbus.planner import MAX_BITS_PER_READ, ReadRequest, plan_reads
+from drivers.modbus.simulator.server import SimSlave
 from drivers.profile import Point, Profile, SimSpec, points_overlap
 from drivers.reading import Value
-from drivers.simulator.modbus_server import SimSlave
 from drivers.vocabulary import VOCABULARY
 from tests.helpers import read_all
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from drivers.datatypes import BIT_TABLES
-from drivers.planner import FUNCTION_CODE, MAX_BITS_PER_READ, ReadRequest, plan_reads
+from drivers.modbus.datatypes import BIT_TABLES
+from drivers.modbus.planner import FUNCTION_CODE, MAX_BITS_PER_READ, ReadRequest, plan_reads
 from drivers.profile import Point
 
 TABLES = ("coil", "discrete", "holding", "input")

@@ -8,9 +8,9 @@ import textwrap
 import unicodedata
 
 from drivers.catalog import catalog, looks_like_path, resolve_profile
-from drivers.datatypes import BIT_TABLES
+from drivers.modbus.datatypes import BIT_TABLES
+from drivers.modbus.planner import plan_reads
 from drivers.modbus.wire import bits_per_char, plan_wire_seconds, response_bytes, rtu_wire_seconds
-from drivers.planner import plan_reads
 from drivers.profile import Profile
 from drivers.yamlsource import SourceError
 

@@ -13,7 +13,7 @@ from drivers.catalog import catalog, resolve_profile
 from drivers.errors import DriverError, ExceptionResponse, NoResponse
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.identify import Fit, fitting_profiles
-from drivers.planner import ReadRequest
+from drivers.modbus.planner import ReadRequest
 
 from .probe import add_line_arguments, describe_line, open_bus
 

@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drivers.modbus.writes import RegisterWrite, WriteRefused, plan_write
 from drivers.profile import Profile
-from drivers.writes import RegisterWrite, WriteRefused, plan_write
 
 from .audit import AuditLog
 from .config import DeviceControl, SetValue

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
+from drivers.modbus.writes import WriteRefused, plan_write
 from drivers.profile import Profile
-from drivers.writes import WriteRefused, plan_write
 from drivers.yamlsource import Problem, Source, did_you_mean
 
 from ..units import Duration, parse_duration

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import serial
 
 from ..busstats import BusStats
-from ..datatypes import apply_scale
 from ..errors import (
     BusUnavailable,
     CrcError,
@@ -31,6 +30,7 @@ from ..errors import (
 )
 from ..profile import Profile
 from ..reading import Polled
+from ..scale import apply_scale
 from . import bcd, codec
 
 log = logging.getLogger(__name__)

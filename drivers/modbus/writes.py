@@ -3,7 +3,7 @@ implies.
 
 A write is planned, not executed, here: :func:`plan_write` checks the value against the
 point (``min``/``max`` or ``values:``), encodes it through the same data-type table as
-decoding (``drivers.datatypes``: scale and offset inverted, byte and word order respected),
+decoding (``drivers.modbus.datatypes``: scale and offset inverted, byte and word order respected),
 refuses a value the type cannot hold or that does not encode exactly, and returns a
 :class:`RegisterWrite` a bus can execute and ``--dry-run`` can print.
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from .datatypes import TYPES, PointDecoder, encode, register_count
 
 if TYPE_CHECKING:
-    from .profile import Point, Profile
+    from ..profile import Point, Profile
 
 Value = int | float | bool | str
 WRITABLE_TABLES = ("coil", "holding")

@@ -29,12 +29,12 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 
+from ...profile import Profile
+from ...reading import Value
+from ...simulator.values import PointSimulator
 from ..datatypes import BIT_TABLES, encode
-from ..modbus.wire import rtu_gap_seconds
-from ..profile import Profile
-from ..reading import Value
+from ..wire import rtu_gap_seconds
 from .handler import Pending, SimSerialServer, SimTcpServer, pending_fault
-from .values import PointSimulator
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from .modbus_server import FAULTS, Fault, SimSlave
+from .server import FAULTS, Fault, SimSlave
 
 log = logging.getLogger(__name__)
 

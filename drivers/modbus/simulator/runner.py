@@ -13,10 +13,10 @@ import socket
 import threading
 from typing import Any, Literal
 
-from ..catalog import resolve_profile
-from ..modbus.wire import bits_per_char
-from .modbus_server import SimContext, SimSlave, start_serial_server, start_tcp_server
-from .pty import PtyPair
+from ...catalog import resolve_profile
+from ...simulator.pty import PtyPair
+from ..wire import bits_per_char
+from .server import SimContext, SimSlave, start_serial_server, start_tcp_server
 
 Line = Literal["pty", "tcp", "rtu-over-tcp"]
 
