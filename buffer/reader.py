@@ -81,6 +81,14 @@ class OutboxReader:
         args.append(limit)
         return [Row(*r) for r in self._query(sql, args)]
 
+    def alarm_rows(self, bit: int, upto: int) -> list[Row]:
+        """Alarm events still pending for uplink ``bit`` with ``seq <= upto``, oldest first (found
+        through their history table: no scan of the whole backlog)."""
+        return [Row(*r) for r in self._query(
+            "SELECT r.seq, r.device, r.ts, r.status, r.vals, r.errors, r.flags FROM alarm_events a"
+            " JOIN readings r ON r.seq = a.seq WHERE a.seq <= ? AND r.pending & ? ORDER BY a.seq",
+            (upto, 1 << bit))]
+
     def evictions(self, bit: int) -> list[Eviction]:
         """Evicted ranges not yet announced by uplink ``bit``, oldest first."""
         return [Eviction(*r) for r in self._query(
