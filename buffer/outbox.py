@@ -35,7 +35,7 @@ from drivers.reading import Reading
 from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
 from .ranges import to_ranges
-from .reader import Eviction, OutboxReader, Row
+from .reader import ALARM_STATUS, Eviction, OutboxReader, Row
 from .schema import committed_seq, migrate
 from .seqfile import SeqReserve
 from .space import SpaceGuard
@@ -54,7 +54,6 @@ RETRY_MIN, RETRY_MAX = 0.1, 2.0
 # undo acknowledgements (duplicates, never a loss), so the SD card pays nothing for it.
 ACK_COMMIT = 0.03
 ACKS = frozenset({"a", "e"})
-ALARM_STATUS = "alarm"  # a row that is an alarm event: ``vals`` holds the event, not point values
 ALARM_HISTORY = 10_000  # alarm events kept in alarm_events for `edge-agent alarms`
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from .database import is_corrupt
 
+ALARM_STATUS = "alarm"  # a row that is an alarm event: ``vals`` holds the event, not point values
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
