@@ -76,6 +76,8 @@ alarms:
         assert risen * 1000 < raised["ts"] <= arrived * 1000
         active = retained(broker.port, f"edge/{GATEWAY}/alarms")
         assert [a["alarm"] for a in active["active"]] == ["underpass-flood"]
+        live = edge_agent("alarms", "-c", str(cfg))  # the daemon answers on its control socket
+        assert "live, from the running daemon" in live.stdout and "RAISED since" in live.stdout, live.stdout
         # fast polling while raised: readings 300 ms apart, not 2 s
         time.sleep(2.5)
         fast = level_ts(rec, raised["ts"] + 1)
