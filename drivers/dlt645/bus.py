@@ -28,10 +28,10 @@ from ..errors import (
     NoResponse,
     ShortFrame,
 )
-from ..profile import Profile
 from ..reading import Polled
 from ..scale import apply_scale
 from . import bcd, codec
+from .points import DLT645Profile as Profile
 
 log = logging.getLogger(__name__)
 

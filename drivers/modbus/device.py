@@ -15,11 +15,11 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import BusUnavailable, DriverError, ExceptionResponse, NoResponse
-from ..profile import Profile
 from ..reading import Polled
 from .bus import ModbusBus
 from .datatypes import PointDecoder
 from .planner import ReadRequest, plan_reads
+from .points import ModbusProfile as Profile
 
 log = logging.getLogger(__name__)
 
