@@ -221,6 +221,6 @@ def _not_numeric(profile: Profile, point: str) -> str | None:
     p = profile.points.get(point)
     if p is None:
         return f"profile {profile.name} has no point '{point}'{did_you_mean(point, profile.points)}"
-    if p.type_name in ("bool", "bit", "string") or p.values:
+    if p.type_name in ("bool", "bit", "string") or getattr(p, "values", None):
         return f"point '{point}' of profile {profile.name} is not a number"
     return None
