@@ -57,8 +57,10 @@ class Agent:
         finally:
             reader.close()
         self.alarms = AlarmEngine(cfg.alarms, self._alarm_event, self._hasten, saved)
+        # without rules the retained set is published only to clear one left from before
         report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
-        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base, alarms=self.alarms, report=report)
+        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base, report=report,
+                                         alarms=self.alarms if cfg.alarms or saved else None)
                         for name, up in cfg.uplinks.items()]
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
         self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
