@@ -83,7 +83,7 @@ def _local(ms: int | None, tz: ZoneInfo) -> str:
 
 
 def _print_rules(rules: list[dict[str, Any]], tz: ZoneInfo, live: bool) -> None:
-    source = "live, from the running daemon" if live else "from the buffer (no daemon answers)"
+    source = "live, from the running daemon" if live else "from the buffer: no daemon answers"
     active = sum(1 for r in rules if r["state"] == "raised")
     print(f"Alarms: {len(rules)} rule(s), {active} raised ({source})")
     if not rules:
@@ -98,7 +98,8 @@ def _print_rules(rules: list[dict[str, Any]], tz: ZoneInfo, live: bool) -> None:
 
 
 def _print_events(events: list[dict[str, Any]], tz: ZoneInfo, limit: int) -> None:
-    print(f"\nLast {limit} events ({len(events)} kept):" if events else "\nNo alarm events in the buffer.")
+    """Oldest first, in the gateway's local time."""
+    print(f"\nLast {len(events)} alarm event(s), at most {limit}:" if events else "\nNo alarm events in the buffer.")
     for e in events:
         print(f"  {_local(e['ts'], tz)}  seq {e['seq']:<8} {e.get('alarm', '?'):<20} {e.get('state', '?'):<8}"
               f" {e.get('severity', '?'):<8} {e['device']}.{e.get('point', '?')} = {e.get('value')}"
