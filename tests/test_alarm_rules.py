@@ -140,3 +140,18 @@ alarms:
     assert "Traceback" not in out.stdout + out.stderr
     assert json.loads((Path(__file__).resolve().parents[1] / "config/schema.json").read_text())[
         "properties"]["alarms"]
+
+
+def test_buffer_export_leaves_alarm_events_out(tmp_path: Path) -> None:
+    site = Site(tmp_path / "data", {"flood": rule(above=0.3)})
+    for i, level in enumerate([0.1, 0.5]):
+        reading = Reading("level-1", T0 + i * 1000, {"water_level": level})
+        site.outbox.submit(reading)
+        site.engine.feed(reading)
+    site.outbox.sync()
+    site.close()
+    assert site.events() == [("flood", "raised")]
+    out = edge_agent("buffer", "export", "--db", str(site.db), "--format", "jsonl")
+    assert out.returncode == 0, out.stderr
+    exported = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["values"] for r in exported] == [{"water_level": 0.1}, {"water_level": 0.5}]
