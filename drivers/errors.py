@@ -82,3 +82,9 @@ class DeviceOffline(DriverError):
     """The device is in back-off after consecutive failures; the bus was not asked."""
 
     status = "offline"
+
+
+class WriteRefused(ValueError):
+    """A write that must not go to the device (not writable, out of range, not encodable, or a
+    protocol the agent does not write to); ``str()`` is the reason a user sees. Raised before
+    anything touches the bus."""

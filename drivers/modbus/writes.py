@@ -20,19 +20,17 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import WriteRefused
 from .datatypes import TYPES, PointDecoder, encode, register_count
 
 if TYPE_CHECKING:
     from ..profile import Point, Profile
 
 Value = int | float | bool | str
+__all__ = ["RegisterWrite", "WriteRefused", "check_value", "check_writable", "plan_write"]
 WRITABLE_TABLES = ("coil", "holding")
 FUNCTION_NAMES = {5: "write single coil", 6: "write single register", 15: "write multiple coils",
                   16: "write multiple registers"}
-
-
-class WriteRefused(ValueError):
-    """A value that must not go to the device; ``str()`` is the reason a user sees."""
 
 
 @dataclass(frozen=True, slots=True)
