@@ -44,6 +44,10 @@ class SimSpec(Strict):
     period: float = 3600.0
     role: Literal["rainfall", "level"] = "level"
     value: float | bool | str = 0
+    # a load behind a relay and a dimmer: ~0 while the bool point ``switched_by`` is off,
+    # scaled by the 0-100 % point ``dimmed_by`` otherwise (the simulator follows writes to them)
+    switched_by: str | None = None
+    dimmed_by: str | None = None
 
 
 class Point(Strict):
@@ -157,6 +161,9 @@ class Profile(Strict):
                 raise ValueError(f"point '{name}': a DL/T 645 point needs 'di'")
             if p.registers > self.max_registers_per_read and p.di is None:
                 raise ValueError(f"point '{name}' spans more than max_registers_per_read")
+            for other in (p.sim.switched_by, p.sim.dimmed_by) if p.sim else ():
+                if other is not None and other not in self.points:
+                    raise ValueError(f"point '{name}': sim names point '{other}', which the profile lacks")
         return self
 
     def unit_of(self, point: str) -> str:
