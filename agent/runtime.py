@@ -14,6 +14,9 @@ from drivers.reading import Reading
 
 from . import __version__
 from .config import LoadedConfig
+from .control.audit import DB_NAME, AuditLog
+from .control.mqtt_commands import CommandPort
+from .control.service import ControlService
 from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
@@ -45,9 +48,15 @@ class Agent:
         info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
                            int(time.time() * 1000), device_metadata(loaded))
         base = loaded.file.resolve().parent
-        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base)
+        self.audit = AuditLog(data_dir / DB_NAME)
+        self.writes = ControlService(loaded, self.devices, self.audit)
+        loop = asyncio.get_running_loop()
+        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base,
+                                         CommandPort(name, up, cfg.gateway.id, base, self.writes.command, loop)
+                                         if up.commands else None)
                         for name, up in cfg.uplinks.items()]
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
+        self.control.register("control.set", self.writes.handle_set)
         self.pollers = [
             DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
             for dev_id, dev in self.devices.items()
@@ -71,6 +80,7 @@ class Agent:
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
                  self.outbox.path)
         tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers]
+        tasks.append(asyncio.create_task(self.writes.schedules.run(), name="schedules"))
         try:
             await stop.wait()
         finally:
@@ -85,3 +95,4 @@ class Agent:
             for up in self.uplinks:
                 up.stop()
             self.outbox.close()
+            self.audit.close()

@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from buffer.outbox import Outbox, OutboxReader, Row
 
@@ -33,6 +33,9 @@ from .connection import Connection, Stopping
 from .refusals import RefusalGate
 from .security import UplinkError, read_secret, tls_context
 from .topics import TopicMap
+
+if TYPE_CHECKING:
+    from ..control.mqtt_commands import CommandPort
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,9 @@ class MqttUplinkWorker:
     """One platform: its broker, credentials, topics, format and delivery state."""
 
     def __init__(self, name: str, cfg: MqttUplink, info: GatewayInfo, outbox: Outbox,
-                 base_dir: Path) -> None:
+                 base_dir: Path, commands: CommandPort | None = None) -> None:
         self.name = name
+        self.commands = commands  # only for an uplink with commands: true (agent/control/mqtt_commands.py)
         self.cfg = cfg
         self.info = info
         self.outbox = outbox
@@ -130,6 +134,8 @@ class MqttUplinkWorker:
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
         outbox.add_listener(lambda _seq: self._wake.set())
+        if commands is not None:
+            commands.wake = self._wake.set
 
     def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
         """Log a state change once; repeats go to debug."""
@@ -195,6 +201,8 @@ class MqttUplinkWorker:
             self.stats.connected = True
             self.stats.last_error = ""
             self._logged = {k for k in self._logged if k.startswith("refused:")}
+            if self.commands is not None:
+                self.commands.session_started(conn.client)
             log.info("uplink %s: connected to %s:%d (MQTT %s%s)", self.name, cfg.host, cfg.effective_port,
                      cfg.protocol, ", TLS" if cfg.tls_enabled else "")
             self.gate.new_session()
@@ -392,6 +400,8 @@ class MqttUplinkWorker:
         sent = 0
         while not self._stop.is_set():
             alive = conn.loop(0.0 if sent or not inflight else 0.01)
+            if self.commands is not None and self.commands.outgoing:
+                self.commands.flush(conn.client)
             now = time.monotonic()
             if conn.acks:
                 self._settle(conn, inflight, now)
