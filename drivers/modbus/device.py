@@ -132,4 +132,4 @@ class ModbusDevice:
             words = await self.bus.read(self.unit, req)
             for p in self._points_of(req):
                 out[p.name] = p.decode(words[p.start : p.start + p.decode.count])
-        return out
+        return {n: out[n] for n in names}  # in the order asked
