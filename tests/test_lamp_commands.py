@@ -197,3 +197,42 @@ def test_technician_set_goes_through_the_running_agent_and_directly_without_it(
     assert slave.writes() == [("holding", 0, 1), ("coil", 0, 1), ("holding", 0, 1)]
     log = edge_agent("control", "log", "-c", str(config)).stdout
     assert log.count("technician technician") == 3 and "voltage_l1" in log
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_thingsboard_gateway_rpc_sets_the_lamp(tmp_path: Path, broker: LocalBroker, protocol: str) -> None:
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    config = write_config(
+        tmp_path / "config.yaml", data_dir=tmp_path / "data",
+        buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}, baudrate: 9600, timeout: 0.5s}}"},
+        devices={"lamp-1": f"{{bus: rs485-1, unit: 5, profile: {LAMP}, interval: 1s,"
+                           " control: {allow: [lamp_on, dim_level]}}"},
+        uplinks=(f"  tb:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n    format: thingsboard\n"
+                 f"    protocol: '{protocol}'\n    commands: true\n"))
+    rec = Recorder(broker.port, "v1/gateway/rpc").start()
+    agent = AgentProcess(config, tmp_path / "agent.log").start()
+    platform = Platform(broker.port)
+    try:
+        wait_for(lambda: "uplink tb: connected" in agent.log(), 30, "the agent's uplink")
+        time.sleep(0.5)
+        for rpc in ({"device": "lamp-1", "data": {"id": 41, "method": "set", "params": {"dim_level": 40}}},
+                    {"device": "lamp-1", "data": {"id": 42, "method": "reboot", "params": {}}},
+                    {"device": "lamp-1", "data": {"id": 43, "method": "set", "params": {"lamp_fault": True}}}):
+            platform.client.publish("v1/gateway/rpc", json.dumps(rpc), qos=1).wait_for_publish(5)
+        wait_for(lambda: {m.body.get("id") for m in rec.messages if "status" in m.body.get("data", {})}
+                 >= {41, 42, 43}, 10, "three RPC replies")
+        time.sleep(0.5)  # an echoed reply would be answered again here: it must not be
+    finally:
+        platform.stop()
+        rc = agent.stop()
+        rec.stop()
+        sim.stop()
+    assert rc == 0, agent.log()
+    replies = {m.body["id"]: m.body for m in rec.messages if "status" in m.body.get("data", {})}
+    assert len([m for m in rec.messages if "status" in m.body.get("data", {})]) == 3
+    assert replies[41] == {"device": "lamp-1", "id": 41,
+                           "data": {"id": "41", "status": "ok", "reason": "", "values": {"dim_level": 40}}}
+    assert replies[42]["data"]["status"] == "refused" and "unknown RPC method 'reboot'" in replies[42]["data"]["reason"]
+    assert replies[43]["data"]["status"] == "refused" and "not allowed" in replies[43]["data"]["reason"]
+    assert slave.writes() == [("holding", 0, 1)]

@@ -30,6 +30,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ..config import MqttUplink
 from .commands import Channel, read_key
@@ -62,6 +63,7 @@ class CommandPort:
         self.name = name
         self.channel = channel_of(name, cfg, base_dir)
         self.thingsboard = cfg.format == "thingsboard"
+        self.v5 = cfg.protocol == "5"
         self._down = f"{cfg.topic_prefix}/{gateway}/down/"
         self._reply = f"{cfg.topic_prefix}/{gateway}/reply/"
         self.topic = TB_RPC if self.thingsboard else f"{self._down}+/set"
@@ -75,7 +77,10 @@ class CommandPort:
     def session_started(self, client: mqtt.Client) -> None:
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
-        client.subscribe(self.topic, qos=1)
+        if self.v5:  # no_local: on ThingsBoard's rpc topic our own replies would come back
+            client.subscribe(self.topic, options=SubscribeOptions(qos=1, noLocal=True))
+        else:
+            client.subscribe(self.topic, qos=1)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[Any],
                       properties: Any) -> None:
@@ -104,10 +109,12 @@ class CommandPort:
             rpc = json.loads(payload)
             device, data = rpc["device"], rpc["data"]
             rpc_id, method, params = data["id"], data.get("method"), data.get("params")
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("uplink %s: a gateway RPC that is not {device, data: {id, method, params}}: %.200r",
                         self.name, payload)
             return
+        if method is None and "status" in data:
+            return  # a reply (ours, echoed by a broker that is not ThingsBoard, under MQTT 3.1.1)
 
         def answer(reply: dict[str, Any]) -> None:
             self._queue(TB_RPC, {"device": device, "id": rpc_id, "data": reply}, None)

@@ -26,7 +26,7 @@ from .schedule import ScheduleEngine
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 30.0
 MAX_SLEEP = 30.0
-START = "in force at start"
+START = "at start"
 OVERRIDE_ENDED = "override ended"
 
 # (schedule, device, values, what: step times or START/OVERRIDE_ENDED) → an outcome with .status
