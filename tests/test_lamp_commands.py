@@ -13,7 +13,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.config import load_config
 from agent.control.commands import sign
+from agent.control.schedule import engines
 from agent.localbroker import LocalBroker
 from drivers.modbus.simulator.server import SimSlave
 from tests.helpers import AgentProcess, SimulatorThread, edge_agent, wait_for, write_config
@@ -236,3 +238,28 @@ def test_thingsboard_gateway_rpc_sets_the_lamp(tmp_path: Path, broker: LocalBrok
     assert replies[42]["data"]["status"] == "refused" and "unknown RPC method 'reboot'" in replies[42]["data"]["reason"]
     assert replies[43]["data"]["status"] == "refused" and "not allowed" in replies[43]["data"]["reason"]
     assert slave.writes() == [("holding", 0, 1)]
+
+
+def test_the_agent_applies_the_schedule_in_force_when_it_starts(tmp_path: Path, broker: LocalBroker) -> None:
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    schedule = ("schedules:\n  street-lights:\n    devices: [lamp-1]\n    location: {lat: 38.04, lon: 114.51}\n"
+                "    steps:\n      - {at: sunset+10m, set: {lamp_on: true, dim_level: 100}}\n"
+                "      - {at: \"00:30\", set: {dim_level: 50}}\n      - {at: sunrise-10m, set: {lamp_on: false}}\n")
+    config = lamp_config(tmp_path, sim, broker, extra=schedule)
+    loaded = load_config(str(config))
+    wanted = engines(loaded.config.schedules, loaded.config.gateway.timezone)["street-lights"].wanted("lamp-1")
+    rec = Recorder(broker.port, "#").start()
+    agent = AgentProcess(config, tmp_path / "agent.log").start()
+    try:
+        wait_for(lambda: len(slave.writes()) == 2, 30, "the schedule's writes at start")
+        wait_for(lambda: any(all(r["values"].get(p) == v for p, v in wanted.items()) for r in rec.readings()),
+                 10, f"a reading showing {wanted}")
+    finally:
+        rc = agent.stop()
+        rec.stop()
+        sim.stop()
+    assert rc == 0, agent.log()
+    assert {k: slave.override[k] for k in wanted} == wanted
+    log = edge_agent("control", "log", "-c", str(config)).stdout
+    assert "schedule street-lights at start" in log
