@@ -157,3 +157,29 @@ def test_a_failed_step_is_tried_again(tmp_path: Path) -> None:
         sim.stop()
     assert results == ["failed", "ok"]
     assert slave.override == {"lamp_on": False, "dim_level": 50}
+
+
+def test_a_redelivery_during_the_write_gets_the_first_reply_and_writes_nothing(tmp_path: Path) -> None:
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    loaded = load_config(str(config(tmp_path, sim.serial_port)))
+    raw = json.dumps({"id": "c-1", "values": {"dim_level": 61}})
+
+    async def go() -> list[dict[str, object]]:
+        buses, devices = build_devices(loaded)
+        audit = AuditLog(tmp_path / "data" / "control.db")
+        service = ControlService(loaded, devices, audit)
+        try:
+            city = Channel("city-ops", commands=True)
+            return list(await asyncio.gather(*(service.command(city, "lamp-1", raw) for _ in range(3))))
+        finally:
+            audit.close()
+            for bus in buses.values():
+                await bus.close()
+
+    try:
+        replies = asyncio.run(go())
+    finally:
+        sim.stop()
+    assert replies == [{"id": "c-1", "status": "ok", "reason": "", "values": {"dim_level": 61}}] * 3
+    assert slave.writes() == [("holding", 0, 1)]

@@ -61,7 +61,10 @@ class ControlService:
         self.targets = {dev_id: Target(dev_id, loaded.profiles[dev_id], dev.control, dev.unit)
                         for dev_id, dev in cfg.devices.items() if dev_id in devices}
         self.schedules = ScheduleRunner(engines(cfg.schedules, cfg.gateway.timezone, clock), self.schedule_step)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}  # one write (and read-back) per device at a time
+        # one command per device at a time, from check to reply: a QoS 1 redelivery that arrives
+        # while the first delivery is being written waits, then finds its first reply
+        self._command_locks: dict[str, asyncio.Lock] = {}
 
     async def write(self, device: str, values: Mapping[str, SetValue]) -> Outcome:
         """Write and read back; the outcome, never an exception for a device's failure."""
@@ -81,13 +84,15 @@ class ControlService:
 
     async def command(self, channel: Channel, device: str, raw: bytes | str) -> dict[str, Any]:
         """A platform command, from checks to reply (the first reply again for a known id)."""
-        d = self.desk.decide(channel, self.targets.get(device), device, raw)
-        if d.status is None:
-            out = await self.write(device, d.values)
-            self.desk.finish(d, out.status, out.values, out.reason)
-            if out.status == "ok":
-                self.schedules.override(device, d.values, d.hold)
-            log.info("command %s from %s on %s: %s %s", d.command_id, channel.name, device, out.status, out.reason)
+        async with self._command_locks.setdefault(device, asyncio.Lock()):
+            d = self.desk.decide(channel, self.targets.get(device), device, raw)
+            if d.status is None:
+                out = await self.write(device, d.values)
+                self.desk.finish(d, out.status, out.values, out.reason)
+                if out.status == "ok":
+                    self.schedules.override(device, d.values, d.hold)
+                log.info("command %s from %s on %s: %s %s", d.command_id, channel.name, device, out.status,
+                         out.reason)
         assert d.reply is not None
         return d.reply
 
