@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from drivers import protocols
 from drivers.catalog import resolve_profile
-from drivers.dlt645.codec import address_bytes
 from drivers.profile import Profile
 from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_source, validate
 
@@ -301,22 +301,19 @@ def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Pro
             problems.extend(exc.problems)
             continue
         profiles[dev_id] = profile
-        if profile.protocol == "modbus" and dev.unit is None:
-            problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.unit",
-                                    f"profile {profile.name} is Modbus: 'unit' is required"))
-        if profile.protocol == "dlt645":
-            if dev.address is None:
-                problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.address",
-                                        f"profile {profile.name} is DL/T 645: 'address' is required"))
-            else:
-                try:
-                    address_bytes(dev.address)
-                except ValueError as exc:
-                    problems.append(Problem(f, source.line_of((*path, "address")), f"devices.{dev_id}.address",
-                                            str(exc)))
-            if bus is not None and bus.type != "serial":
-                problems.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
-                                        "DL/T 645 meters need a serial bus"))
+        protocol = protocols.of(profile)
+        key = protocol.address_key
+        if getattr(dev, key) is None:
+            problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.{key}",
+                                    f"profile {profile.name} is {protocol.title}: '{key}' is required"))
+        else:
+            trouble = protocol.check_address(getattr(dev, key))
+            if trouble:
+                problems.append(Problem(f, source.line_of((*path, key)), f"devices.{dev_id}.{key}", trouble))
+        if bus is not None and bus.type not in protocol.bus_types:
+            problems.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
+                                    f"{protocol.title} devices need a bus of type "
+                                    f"{' or '.join(sorted(protocol.bus_types))}, not {bus.type}"))
         if bus is not None:
             other = bus_protocol.setdefault(dev.bus, (profile.protocol, dev_id))
             if other[0] != profile.protocol:

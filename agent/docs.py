@@ -20,6 +20,7 @@ from .control.config import DeviceControl, Location, Schedule, Step
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "config" / "schema.json"
+PROFILE_SCHEMA_PATH = ROOT / "config" / "profile-schema.json"
 REFERENCE_PATH = ROOT / "docs" / "config-reference.md"
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
@@ -48,6 +49,36 @@ def schema_text() -> str:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "edge-agent configuration"
     return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def profile_schema_text() -> str:
+    """One JSON Schema for every protocol's profiles: ``protocol:`` picks the model (default modbus)."""
+    from drivers import protocols
+
+    defs: dict[str, Any] = {}
+    refs: dict[str, str] = {}
+    for name in protocols.names():
+        model = protocols.get(name).profile_model
+        schema = model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+        refs[name] = f"#/$defs/{model.__name__}"
+    choice: dict[str, Any] = {"$ref": refs["modbus"]}
+    for name in sorted(refs, reverse=True):
+        if name != "modbus":
+            choice = {"if": {"properties": {"protocol": {"const": name}}, "required": ["protocol"]},
+                      "then": {"$ref": refs[name]}, "else": choice}
+    out: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edge-agent device profile",
+        "description": "A device profile (drivers/profiles/<vendor>/<model>.yaml, or a file a config names). "
+                       "'protocol' picks the protocol's own profile and point model; without it, modbus.",
+        "type": "object",
+        "properties": {"protocol": {"enum": sorted(refs), "default": "modbus"}},
+        **choice,
+        "$defs": defs,
+    }
+    return json.dumps(out, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def _field_type(field: FieldInfo) -> str:
@@ -127,7 +158,8 @@ def reference_text() -> str:
 
 def write_all() -> list[Path]:
     written = []
-    for path, text in ((SCHEMA_PATH, schema_text()), (REFERENCE_PATH, reference_text())):
+    for path, text in ((SCHEMA_PATH, schema_text()), (REFERENCE_PATH, reference_text()),
+                       (PROFILE_SCHEMA_PATH, profile_schema_text())):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)

@@ -22,6 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.localbroker import LocalBroker, free_port
 from drivers.catalog import load_profile_file
 from drivers.modbus.planner import plan_reads
+from drivers.modbus.points import as_modbus
 
 from .common import (
     MB,
@@ -133,7 +134,7 @@ def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> Scen
     res = ScenarioResult("poll_path", TITLE)
     work = scratch_dir(workdir, "bench-poll-")
     n = sizes.poll_devices
-    prof = load_profile_file(PROFILE_40)
+    prof = as_modbus(load_profile_file(PROFILE_40))
     plan = plan_reads(prof.points, prof.max_registers_per_read, prof.read_gap)
     values_per_poll = sum(len(r.points) for r in plan)
     registers = sum(p.registers for p in prof.points.values())

@@ -12,9 +12,9 @@ from drivers.dlt645.bus import DLT645Bus, DLT645Device
 from drivers.errors import ExceptionResponse, NoResponse, WriteRefused
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import ModbusDevice
+from drivers.modbus.points import ModbusProfile as Profile
 from drivers.modbus.simulator.runner import SimRunner
 from drivers.modbus.simulator.server import SimSlave
-from drivers.profile import Profile
 
 LAMP = "generic-smart-pole-lamp-controller"
 

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from drivers.errors import DecodeError, DriverError, ShortFrame
 from drivers.modbus.datatypes import BIT_TABLES, REGISTER_TABLES, TYPES, PointDecoder, decode, encode, register_count
-from drivers.profile import Point
+from drivers.modbus.points import ModbusPoint as Point
 
 ORDERS = [("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")]
 ORDER_IDS = ["ABCD", "CDAB", "BADC", "DCBA"]

@@ -222,7 +222,8 @@ async def _direct_set(loaded: LoadedConfig, device: str, values: dict[str, objec
 
 
 def _dry_run(loaded: LoadedConfig, device_id: str, values: dict[str, object]) -> int:
-    from drivers.modbus.writes import WriteRefused, plan_write
+    from drivers.errors import WriteRefused
+    from drivers.protocols import plan_write
 
     device = loaded.config.devices[device_id]
     allow = device.control.allow if device.control else []

@@ -29,8 +29,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drivers.modbus.writes import RegisterWrite, WriteRefused, plan_write
+from drivers.errors import WriteRefused
 from drivers.profile import Profile
+from drivers.protocols import PlannedWrite, plan_write
 
 from .audit import AuditLog
 from .config import DeviceControl, SetValue
@@ -94,7 +95,7 @@ class Decision:
     status: Status | None
     reason: str = ""
     values: dict[str, SetValue] = field(default_factory=dict)
-    writes: list[RegisterWrite] = field(default_factory=list)
+    writes: list[PlannedWrite] = field(default_factory=list)
     hold: float | None = None
     duplicate: bool = False
     reply: dict[str, Any] | None = None
@@ -158,11 +159,11 @@ class CommandDesk:
         return d
 
     def check(self, target: Target, values: dict[str, SetValue], now: int | None = None
-              ) -> tuple[list[RegisterWrite], str | None]:
+              ) -> tuple[list[PlannedWrite], str | None]:
         """The device-side checks of a command or a technician write: ``control.allow``, the
         point's limits and exact encoding, ``min_toggle``. (writes, None) or ([], reason)."""
         allow = target.control.allow if target.control else []
-        writes: list[RegisterWrite] = []
+        writes: list[PlannedWrite] = []
         for point, value in values.items():
             if point not in allow:
                 return [], (f"'{point}' is not allowed on {target.name}"

@@ -71,10 +71,13 @@ class ControlService:
         dev = self.devices.get(device)
         if dev is None:
             return Outcome("refused", f"unknown device '{device}'")
+        write = getattr(dev, "write", None)  # a protocol added without a write path
+        if write is None:
+            return Outcome("refused", f"{device}: its protocol has no write path")
         lock = self._locks.setdefault(device, asyncio.Lock())
         async with lock:
             try:
-                back = await dev.write(values)
+                back = await write(values)
             except WriteRefused as exc:
                 return Outcome("refused", str(exc))
             except DriverError as exc:

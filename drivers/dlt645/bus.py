@@ -29,10 +29,10 @@ from ..errors import (
     ShortFrame,
     WriteRefused,
 )
-from ..profile import Profile
 from ..reading import Polled, Value
 from ..scale import apply_scale
 from . import bcd, codec
+from .points import DLT645Profile as Profile
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import BusUnavailable, DriverError, ExceptionResponse, NoResponse
-from ..profile import Profile
 from ..reading import Polled, Value
 from .bus import ModbusBus
 from .datatypes import PointDecoder
 from .planner import ReadRequest, plan_reads
+from .points import ModbusProfile as Profile
 from .writes import plan_write
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..profile import Point
 from .datatypes import BIT_TABLES
+from .points import ModbusPoint as Point
 
 MAX_BITS_PER_READ = 2000  # Modbus limit for function codes 1 and 2
 FUNCTION_CODE = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}

@@ -24,7 +24,8 @@ from ..errors import WriteRefused
 from .datatypes import TYPES, PointDecoder, encode, register_count
 
 if TYPE_CHECKING:
-    from ..profile import Point, Profile
+    from .points import ModbusPoint as Point
+    from .points import ModbusProfile as Profile
 
 Value = int | float | bool | str
 __all__ = ["RegisterWrite", "WriteRefused", "check_value", "check_writable", "plan_write"]

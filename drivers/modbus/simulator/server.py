@@ -35,10 +35,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 
-from ...profile import Profile
 from ...reading import Value
 from ...simulator.values import PointSimulator
 from ..datatypes import BIT_TABLES, PointDecoder, encode
+from ..points import ModbusProfile as Profile
 from ..wire import rtu_gap_seconds
 from .handler import Pending, SimSerialServer, SimTcpServer, pending_fault
 
@@ -121,8 +121,7 @@ class SimSlave:
         words: list[int] = [0] * count
         answer: dict[str, float | bool | str] = {}
         for name, sim in self.sims.items():
-            p = sim.point
-            assert p.address is not None
+            p = self.profile.points[name]
             if (p.table or "holding") != table:
                 continue
             if p.address + p.registers <= address or p.address >= address + count:
@@ -171,9 +170,8 @@ class SimSlave:
         self.request_log.append((f"write:{table}", address, len(values)))
         end = address + len(values)
         hit: dict[str, float | bool | str] = {}
-        for name, sim in self.sims.items():
-            p = sim.point
-            assert p.address is not None
+        for name in self.sims:
+            p = self.profile.points[name]
             if (p.table or "holding") != table or p.address + p.registers <= address or p.address >= end:
                 continue
             if p.address < address or p.address + p.registers > end:
