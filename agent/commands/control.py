@@ -187,7 +187,8 @@ def cmd_set(args: argparse.Namespace) -> int:
     from ..ipc import DaemonNotRunning, RequestFailed, ask
 
     try:
-        answer = ask(loaded.data_dir, "control.set", timeout=30.0, device=args.device, values=values)
+        answer = ask(loaded.data_dir, "control.set", timeout=30.0, device=args.device, values=values,
+                     user=_login())
         how = "through the running agent"
     except DaemonNotRunning:
         answer = asyncio.run(_direct_set(loaded, args.device, values))
@@ -204,6 +205,16 @@ def cmd_set(args: argparse.Namespace) -> int:
     return 1
 
 
+def _login() -> str:
+    """Who runs ``control set``, for the audit log."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "technician"
+
+
 async def _direct_set(loaded: LoadedConfig, device: str, values: dict[str, object]) -> dict[str, object]:
     """No daemon: the same checks and audit, on a bus opened for this one write."""
     from ..control.audit import DB_NAME, AuditLog
@@ -214,7 +225,7 @@ async def _direct_set(loaded: LoadedConfig, device: str, values: dict[str, objec
     audit = AuditLog(loaded.data_dir / DB_NAME)
     try:
         service = ControlService(loaded, devices, audit)
-        return (await service.technician(device, values)).answer()  # type: ignore[arg-type]
+        return (await service.technician(device, values, _login())).answer()  # type: ignore[arg-type]
     finally:
         audit.close()
         for bus in buses.values():

@@ -99,15 +99,16 @@ class ControlService:
         assert d.reply is not None
         return d.reply
 
-    async def technician(self, device: str, values: dict[str, SetValue]) -> Outcome:
-        """``edge-agent control set``: the checks a command gets (allow, limits, min_toggle)."""
+    async def technician(self, device: str, values: dict[str, SetValue], who: str = TECHNICIAN) -> Outcome:
+        """``edge-agent control set``: the checks a command gets (allow, limits, min_toggle);
+        ``who`` is the login that ran it."""
         target = self.targets.get(device)
         if target is None:
             out = Outcome("refused", f"unknown device '{device}'")
         else:
             _, reason = self.desk.check(target, values)
             out = Outcome("refused", reason) if reason is not None else await self.write(device, values)
-        self._audit_write("technician", TECHNICIAN, device, values, out, None)
+        self._audit_write("technician", who, device, values, out, None)
         return out
 
     async def schedule_step(self, schedule: str, device: str, values: dict[str, SetValue], ref: str) -> Outcome:
@@ -125,8 +126,9 @@ class ControlService:
                           out.values if out.status == "ok" else None, ref)
 
     async def handle_set(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The control socket's ``control.set``: ``{"device": ..., "values": {point: value}}``."""
-        device, values = request.get("device"), request.get("values")
+        """The control socket's ``control.set``: ``{"device", "values": {point: value}, "user"}``."""
+        device, values, user = request.get("device"), request.get("values"), request.get("user")
         if not isinstance(device, str) or not isinstance(values, dict) or not values:
             raise ValueError("control.set takes a device and a values object")
-        return (await self.technician(device, values)).answer()
+        who = user if isinstance(user, str) and user else TECHNICIAN
+        return (await self.technician(device, values, who[:32])).answer()
