@@ -183,3 +183,36 @@ def test_a_redelivery_during_the_write_gets_the_first_reply_and_writes_nothing(t
         sim.stop()
     assert replies == [{"id": "c-1", "status": "ok", "reason": "", "values": {"dim_level": 61}}] * 3
     assert slave.writes() == [("holding", 0, 1)]
+
+
+def test_a_command_with_hold_spans_the_next_step(tmp_path: Path) -> None:
+    day = date(2026, 6, 22)
+    clock = FakeClock(local(day, 0, 25))
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    loaded = load_config(str(config(tmp_path, sim.serial_port)))
+    hold = json.dumps({"id": "h-1", "values": {"dim_level": 80}, "hold": 600})
+
+    async def go() -> list[object]:
+        buses, devices = build_devices(loaded)
+        audit = AuditLog(tmp_path / "data" / "control.db", clock=clock)
+        service = ControlService(loaded, devices, audit, clock=clock)
+        seen: list[object] = []
+        try:
+            await service.schedules.start()
+            seen.append(slave.override["dim_level"])  # 100 from sunset+10m
+            await service.command(Channel("city-ops", commands=True), "lamp-1", hold)
+            for minute in (31, 34, 36):  # the 00:30 step falls inside the hold, which ends at 00:35
+                clock.at = local(day, 0, minute)
+                await service.schedules.tick()
+                seen.append(slave.override["dim_level"])
+            return seen
+        finally:
+            audit.close()
+            for bus in buses.values():
+                await bus.close()
+
+    try:
+        assert asyncio.run(go()) == [100, 80, 80, 50]
+    finally:
+        sim.stop()
