@@ -61,6 +61,22 @@ class Agent:
             DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
             for dev_id, dev in self.devices.items()
         ]
+        self._by_device = {p.device_id: p for p in self.pollers}
+        self._extra_polls: set[asyncio.Task[None]] = set()
+        self.writes.on_written = self._poll_now
+
+    def _poll_now(self, device: str) -> None:
+        """One extra reading right after a write, so the platform sees the new state."""
+        poller = self._by_device.get(device)
+        if poller is None:
+            return
+
+        async def poll() -> None:
+            self.submit(await poller.poll_once())
+
+        task = asyncio.get_running_loop().create_task(poll(), name=f"poll-after-write-{device}")
+        self._extra_polls.add(task)
+        task.add_done_callback(self._extra_polls.discard)
 
     def submit(self, reading: Reading) -> None:
         self.outbox.submit(reading)
@@ -86,6 +102,7 @@ class Agent:
         finally:
             log.info("stopping: flushing the buffer")
             await self.control.close()
+            tasks += self._extra_polls
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

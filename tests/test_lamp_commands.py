@@ -30,13 +30,14 @@ DOWN = "edge/site-test/down/lamp-1/set"
 REPLY = "edge/site-test/reply/lamp-1"
 
 
-def lamp_config(tmp_path: Path, sim: SimulatorThread, broker: LocalBroker, extra: str = "") -> Path:
+def lamp_config(tmp_path: Path, sim: SimulatorThread, broker: LocalBroker, extra: str = "",
+                interval: str = "1s") -> Path:
     (tmp_path / "cmd.key").write_bytes(KEY + b"\n")
     uplink = (f"    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n    reconnect_max: 2s\n")
     return write_config(
         tmp_path / "config.yaml", data_dir=tmp_path / "data",
         buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}, baudrate: 9600, timeout: 0.5s}}"},
-        devices={"lamp-1": f"{{bus: rs485-1, unit: 5, profile: {LAMP}, interval: 1s,"
+        devices={"lamp-1": f"{{bus: rs485-1, unit: 5, profile: {LAMP}, interval: {interval},"
                            " control: {allow: [lamp_on, dim_level]}}"},
         uplinks=(f"  city-ops:\n{uplink}    commands: true\n    command_key_file: cmd.key\n"
                  f"    command_max_age: 5m\n"
@@ -178,17 +179,22 @@ def test_technician_set_goes_through_the_running_agent_and_directly_without_it(
         tmp_path: Path, broker: LocalBroker) -> None:
     sim = SimulatorThread(pty={5: LAMP}).start()
     slave = sim.slave("pty", 5)
-    config = lamp_config(tmp_path, sim, broker)
+    config = lamp_config(tmp_path, sim, broker, interval="1h")
+    rec = Recorder(broker.port, "#").start()
     agent = AgentProcess(config, tmp_path / "agent.log").start()
     try:
         wait_for(lambda: (tmp_path / "data" / "agent.sock").exists(), 30, "the agent's control socket")
+        wait_for(lambda: len(rec.readings()) == 1, 30, "the first reading")
         r = edge_agent("control", "set", "-c", str(config), "lamp-1", "dim_level=35", "lamp_on=true")
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "lamp-1: ok, through the running agent; read back dim_level=35 lamp_on=true"
+        # polled once more right after the write: the platform does not wait an hour to see it
+        wait_for(lambda: any(r["values"]["dim_level"] == 35 for r in rec.readings()), 5, "a reading showing 35")
         r = edge_agent("control", "set", "-c", str(config), "lamp-1", "voltage_l1=230")
         assert r.returncode == 1 and "refused: 'voltage_l1' is not allowed on lamp-1" in r.stderr
     finally:
         rc = agent.stop()
+        rec.stop()
     assert rc == 0, agent.log()
     try:
         r = edge_agent("control", "set", "-c", str(config), "lamp-1", "dim_level=45")

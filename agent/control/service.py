@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,6 +65,9 @@ class ControlService:
         # one command per device at a time, from check to reply: a QoS 1 redelivery that arrives
         # while the first delivery is being written waits, then finds its first reply
         self._command_locks: dict[str, asyncio.Lock] = {}
+        # called with the device id after every successful write (the daemon polls it at once,
+        # so the platform's next reading shows the new state without waiting an interval)
+        self.on_written: Callable[[str], None] = lambda _device: None
 
     async def write(self, device: str, values: Mapping[str, SetValue]) -> Outcome:
         """Write and read back; the outcome, never an exception for a device's failure."""
@@ -83,6 +86,7 @@ class ControlService:
             except DriverError as exc:
                 log.warning("write to %s failed: %s", device, exc)
                 return Outcome("failed", f"{exc.status}: {exc}")
+        self.on_written(device)
         return Outcome("ok", "", dict(back))
 
     async def command(self, channel: Channel, device: str, raw: bytes | str) -> dict[str, Any]:
