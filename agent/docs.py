@@ -52,7 +52,7 @@ def schema_text() -> str:
 
 
 def profile_schema_text() -> str:
-    """One JSON Schema for every protocol's profiles: ``protocol:`` picks the model (default modbus)."""
+    """One JSON Schema for every protocol's profiles: ``protocol:`` picks the model."""
     from drivers import protocols
 
     defs: dict[str, Any] = {}
@@ -63,18 +63,19 @@ def profile_schema_text() -> str:
         defs.update(schema.pop("$defs", {}))
         defs[model.__name__] = schema
         refs[name] = f"#/$defs/{model.__name__}"
-    choice: dict[str, Any] = {"$ref": refs["modbus"]}
+    choice: dict[str, Any] = {"$ref": refs[protocols.DEFAULT]}
     for name in sorted(refs, reverse=True):
-        if name != "modbus":
+        if name != protocols.DEFAULT:
             choice = {"if": {"properties": {"protocol": {"const": name}}, "required": ["protocol"]},
                       "then": {"$ref": refs[name]}, "else": choice}
     out: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "edge-agent device profile",
         "description": "A device profile (drivers/profiles/<vendor>/<model>.yaml, or a file a config names). "
-                       "'protocol' picks the protocol's own profile and point model; without it, modbus.",
+                       f"'protocol' picks the protocol's own profile and point model; without it, "
+                       f"{protocols.DEFAULT}.",
         "type": "object",
-        "properties": {"protocol": {"enum": sorted(refs), "default": "modbus"}},
+        "properties": {"protocol": {"enum": sorted(refs), "default": protocols.DEFAULT}},
         **choice,
         "$defs": defs,
     }

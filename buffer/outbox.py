@@ -164,7 +164,8 @@ class Outbox:
         self._thread.start()
 
     def add_listener(self, callback: Callable[[int], None]) -> None:
-        """``callback(last_seq)`` runs in the writer thread after each commit."""
+        """``callback(last_seq)`` runs in the writer thread after each commit that adds readings
+        or eviction records."""
         self._listeners.append(callback)
 
     def submit(self, reading: Reading) -> None:
@@ -224,9 +225,11 @@ class Outbox:
     # -- the writer thread ------------------------------------------------------------
     def _writer(self) -> None:
         retry = RETRY_MIN
+        ok = True
         while True:
             try:
-                stop = self._gather(block=True, wait=retry if self._held else 0.5)
+                # idle, the writer sleeps until something is queued; only a refused commit retries on a timer
+                stop = self._gather(block=True, wait=None if ok else retry)
                 ok = self._flush()
             except Exception:
                 log.exception("buffer writer failed; retrying")
@@ -235,7 +238,7 @@ class Outbox:
                 return
             retry = RETRY_MIN if ok else min(RETRY_MAX, retry * 2)
 
-    def _gather(self, block: bool, wait: float = 0.5) -> bool:
+    def _gather(self, block: bool, wait: float | None = None) -> bool:
         """Move queued items into the writer's hands, for up to one commit interval after the
         first. True when asked to stop."""
         try:
@@ -375,6 +378,7 @@ class Outbox:
         self._unrecorded_drops = 0
         self._acks.clear()
         self._eacks.clear()
+        announce = bool(batch or self._asides)
         if self._asides:
             self.counters.eviction_records += len(self._asides)
             self._asides.clear()
@@ -384,6 +388,7 @@ class Outbox:
             self._next_seq = first + len(batch)
             self.last_seq = self._next_seq - 1
             self.counters.committed += len(batch)
+        if announce:  # new readings or new eviction records: sleeping uplinks have work
             for cb in self._listeners:
                 cb(self.last_seq)
 

@@ -24,6 +24,7 @@ from .profile import ProfileBase
 from .reading import Polled, Value
 from .yamlsource import did_you_mean
 
+DEFAULT = "modbus"  # a profile without 'protocol:' is a Modbus profile
 # name → "module:attribute" of its ProtocolSpec
 PROTOCOLS: dict[str, str] = {
     "modbus": "drivers.modbus.protocol:MODBUS",

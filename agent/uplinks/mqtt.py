@@ -14,9 +14,11 @@ the connection and starts a fresh session, which re-reads everything pending.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -121,7 +123,12 @@ class MqttUplinkWorker:
         self._heads: dict[str, str] = {}
         self._retain = True  # until a broker says it has no retained messages
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        # an idle uplink sleeps in select() on the broker's socket and this pair: new readings,
+        # eviction records and stop() write a byte to wake it (only while it sleeps)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._idle = False
         self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
         self._rtt = 0.0  # smoothed seconds from PUBLISH to PUBACK
@@ -133,9 +140,9 @@ class MqttUplinkWorker:
         self._window = 1
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
-        outbox.add_listener(lambda _seq: self._wake.set())
+        outbox.add_listener(lambda _seq: self.wake() if self._idle else None)
         if commands is not None:
-            commands.wake = self._wake.set
+            commands.wake = self.wake  # a reply is ready: publish it now
 
     def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
         """Log a state change once; repeats go to debug."""
@@ -150,11 +157,19 @@ class MqttUplinkWorker:
         self._thread = threading.Thread(target=self._run, name=f"uplink-{self.name}", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Interrupt an idle sleep (thread-safe): there is something to send or to stop for."""
+        with contextlib.suppress(OSError):  # BlockingIOError: a wake-up is already pending
+            self._wake_w.send(b"\0")
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._wake.set()
+        self.wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self._wake_r.close()
+            self._wake_w.close()
 
     def _run(self) -> None:
         reader = self.outbox.reader()
@@ -476,5 +491,24 @@ class MqttUplinkWorker:
                         return
                     sent += 1
             if not sent and not inflight:
-                self._wake.wait(0.05)
-                self._wake.clear()
+                backlog_due = None
+                if cfg.backlog_rate and backlog_cursor < live_floor and not ready_backlog:
+                    need = min(cfg.backlog_batch, live_floor - backlog_cursor)
+                    backlog_due = now + max(0.0, need - tokens) / cfg.backlog_rate
+                self._idle = True
+                try:
+                    if outbox.last_seq == live_cursor and not self._stop.is_set():
+                        conn.sleep(self._idle_seconds(now, backlog_due), self._wake_r)
+                finally:
+                    self._idle = False
+
+    def _idle_seconds(self, now: float, backlog_due: float | None) -> float:
+        """How long an idle uplink may sleep: until a refused topic's retry, the backlog's next
+        tokens, or a quarter of the keepalive (paho's PINGREQ), whichever comes first."""
+        deadlines = [now + self.cfg.keepalive / 4]
+        gate_due = self.gate.next_due()
+        if gate_due is not None:
+            deadlines.append(gate_due)
+        if backlog_due is not None:
+            deadlines.append(backlog_due)
+        return max(0.0, min(deadlines) - now)
