@@ -73,6 +73,7 @@ class Channel:
     commands: bool
     key: bytes | None = None
     max_age: float | None = None  # seconds
+    unusable: str | None = None  # why no command can be checked (e.g. its key file is unreadable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,8 @@ class CommandDesk:
             return self._close(_refuse(d, "a command is a JSON object"))
         if not channel.commands:
             return self._close(_refuse(d, f"uplink {channel.name} does not accept commands (commands: true)"))
+        if channel.unusable is not None:
+            return self._close(_refuse(d, channel.unusable))
         if channel.key is not None:
             sig = payload.get("sig")
             if not isinstance(sig, str):

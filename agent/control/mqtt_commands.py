@@ -49,9 +49,9 @@ def channel_of(name: str, cfg: MqttUplink, base_dir: Path) -> Channel:
         try:
             key = read_key(str(path if path.is_absolute() else base_dir / path))
         except OSError as exc:
-            log.error("uplink %s: cannot read command_key_file %s (%s): commands from it are refused",
-                      name, cfg.command_key_file, exc.strerror or exc)
-            return Channel(name, commands=False)
+            why = f"cannot read command_key_file {cfg.command_key_file}: {exc.strerror or exc}"
+            log.error("uplink %s: %s; commands from it are refused", name, why)
+            return Channel(name, cfg.commands, None, cfg.command_max_age, unusable=why)
     return Channel(name, cfg.commands, key, cfg.command_max_age)
 
 
@@ -128,7 +128,12 @@ class CommandPort:
 
     def _submit(self, device: str, raw: bytes, answer: Callable[[dict[str, Any]], None]) -> None:
         coro = self.handle(self.channel, device, raw)
-        future: Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            future: Future[dict[str, Any]] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # the agent's loop is closed: it is stopping
+            coro.close()
+            log.warning("uplink %s: a command for %s arrived while the agent stops; not executed", self.name, device)
+            return
 
         def done(f: Future[dict[str, Any]]) -> None:
             try:
