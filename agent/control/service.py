@@ -23,7 +23,7 @@ from drivers.errors import DriverError, WriteRefused
 from drivers.reading import Value
 
 from ..config import LoadedConfig
-from .audit import AuditLog
+from .audit import AuditLog, Kind
 from .commands import Channel, CommandDesk, Status, Target
 from .config import SetValue
 from .schedule import Clock, engines
@@ -121,12 +121,12 @@ class ControlService:
         log.info("schedule %s (%s) on %s: %s %s", schedule, ref, device, out.status, out.reason)
         return out
 
-    def _audit_write(self, kind: str, source: str, device: str, values: Mapping[str, SetValue], out: Outcome,
+    def _audit_write(self, kind: Kind, source: str, device: str, values: Mapping[str, SetValue], out: Outcome,
                      ref: str | None) -> None:
         if out.status == "ok":
             for point, value in values.items():
                 self.audit.note_switch(device, point, value)
-        self.audit.record(kind, source, device, dict(values), out.status, out.reason,  # type: ignore[arg-type]
+        self.audit.record(kind, source, device, dict(values), out.status, out.reason,
                           out.values if out.status == "ok" else None, ref)
 
     async def handle_set(self, request: dict[str, Any]) -> dict[str, Any]:
