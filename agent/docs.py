@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from .alarms.config import AlarmRule, ReportPoint
 from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
 from .control.config import DeviceControl, Location, Schedule, Step
 
@@ -32,12 +33,20 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("devices.<id>", Device, "One field device: which bus, which address, which profile."),
     ("devices.<id>.control", DeviceControl,
      "Writes to the device: only the points listed in `allow` (writable in the profile) are ever written."),
+    ("devices.<id>.report.<point>", ReportPoint,
+     "Report by exception for one point: uplinks with `on_change: true` get its value only when it moved"
+     " beyond the deadband, or when none was sent for max_silence. The buffer still keeps every reading."),
     ("uplinks.<id> (type: mqtt)", MqttUplink, "One platform's MQTT broker."),
     ("uplinks.<id>.tls", Tls, "TLS settings of an uplink."),
     ("uplinks.<id>.topics", Topics,
      "Topic templates; `{prefix}`, `{gateway}`, `{device}` and `{profile}` are filled in."),
     ("buffer", Buffer, "The SQLite store-and-forward buffer."),
     ("logging", Logging, "Log output (to stderr; journald under systemd)."),
+    ("alarms.<id>", AlarmRule,
+     "An edge alarm on one point, evaluated on every reading with the uplink up or down: exactly one of"
+     " `above`, `below` (with `clear_at` for hysteresis), `rise` or `no_data`. A condition that holds for"
+     " `for` raises the alarm (an event, once); the fall past `clear_at` clears it (once). Events go to"
+     " `{prefix}/{gateway}/alarm/{device}`, the active set retained on `{prefix}/{gateway}/alarms`."),
     ("schedules.<id>", Schedule, "A local lighting schedule, run by the gateway with or without an uplink."),
     ("schedules.<id>.location", Location, "Where the poles stand: sun times are computed for it (astral)."),
     ("schedules.<id>.steps[]", Step, "One step, every day: at a local time or a sun event, set these values."),
@@ -86,9 +95,14 @@ def _field_type(field: FieldInfo) -> str:
     for meta in field.metadata:
         schema = getattr(meta, "json_schema", None)
         if isinstance(schema, dict) and "pattern" in schema:
-            kind = "duration" if "ms" in schema["pattern"] else "size"
+            kind = _pattern_kind(schema)
             return kind if field.is_required() or field.default is not None else f"{kind} or null"
     return _type_name(field.annotation)
+
+
+def _pattern_kind(schema: dict[str, Any]) -> str:
+    """A text value with a syntax of its own: its ``title``, else duration or size."""
+    return str(schema.get("title") or ("duration" if "ms" in schema["pattern"] else "size"))
 
 
 def _type_name(annotation: Any) -> str:
@@ -98,7 +112,7 @@ def _type_name(annotation: Any) -> str:
         for meta in args[1:]:
             schema = getattr(meta, "json_schema", None)
             if isinstance(schema, dict) and "pattern" in schema:
-                return "duration" if "ms" in schema["pattern"] else "size"
+                return _pattern_kind(schema)
         return _type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in get_args(annotation))
@@ -152,7 +166,7 @@ def reference_text() -> str:
         fields = sorted(model.model_fields.items(), key=lambda kv: kv[0] != "type")
         for name, field in fields:
             desc = (field.description or "").replace("|", "\\|")
-            out.append(f"| `{name}` | {_field_type(field)} | {_default(field)} | {desc} |")
+            out.append(f"| `{field.alias or name}` | {_field_type(field)} | {_default(field)} | {desc} |")
         out.append("")
     return "\n".join(out)
 

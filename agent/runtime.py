@@ -13,6 +13,8 @@ from buffer.outbox import Outbox
 from drivers.reading import Reading
 
 from . import __version__
+from .alarms.engine import STATE_KEY, AlarmEngine
+from .alarms.store import saved_state
 from .config import LoadedConfig
 from .control.audit import DB_NAME, AuditLog
 from .control.mqtt_commands import CommandPort
@@ -48,26 +50,36 @@ class Agent:
         info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
                            int(time.time() * 1000), device_metadata(loaded))
         base = loaded.file.resolve().parent
+        self.pollers = {
+            dev_id: DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
+            for dev_id, dev in self.devices.items()
+        }
+        reader = self.outbox.reader()
+        try:
+            saved = saved_state(reader.conn)
+        finally:
+            reader.close()
+        self.alarms = AlarmEngine(cfg.alarms, self._alarm_event, self._hasten, saved)
         self.audit = AuditLog(data_dir / DB_NAME)
         self.writes = ControlService(loaded, self.devices, self.audit)
+        self.writes.on_written = self._poll_now
+        self._extra_polls: set[asyncio.Task[None]] = set()
         loop = asyncio.get_running_loop()
-        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base,
-                                         CommandPort(name, up, cfg.gateway.id, base, self.writes.command, loop)
-                                         if up.commands else None)
+        # without rules the retained set is published only to clear one left from before
+        report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
+        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base, report=report,
+                                         alarms=self.alarms if cfg.alarms or saved else None,
+                                         commands=CommandPort(name, up, cfg.gateway.id, base, self.writes.command,
+                                                              loop) if up.commands else None)
                         for name, up in cfg.uplinks.items()]
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
+        self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
+                                                      "active": self.alarms.active()})
         self.control.register("control.set", self.writes.handle_set)
-        self.pollers = [
-            DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
-            for dev_id, dev in self.devices.items()
-        ]
-        self._by_device = {p.device_id: p for p in self.pollers}
-        self._extra_polls: set[asyncio.Task[None]] = set()
-        self.writes.on_written = self._poll_now
 
     def _poll_now(self, device: str) -> None:
         """One extra reading right after a write, so the platform sees the new state."""
-        poller = self._by_device.get(device)
+        poller = self.pollers.get(device)
         if poller is None:
             return
 
@@ -80,6 +92,15 @@ class Agent:
 
     def submit(self, reading: Reading) -> None:
         self.outbox.submit(reading)
+        self.alarms.feed(reading)
+
+    def _alarm_event(self, event: Reading, state: str) -> None:
+        self.outbox.submit_event(event, STATE_KEY, state)
+
+    def _hasten(self, device: str, interval: float | None) -> None:
+        poller = self.pollers.get(device)
+        if poller is not None:
+            poller.hasten(interval)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -95,7 +116,7 @@ class Agent:
         log.info("edge-agent %s: gateway %s, %d buses, %d devices, %d uplinks, buffer %s",
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
                  self.outbox.path)
-        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers]
+        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers.values()]
         tasks.append(asyncio.create_task(self.writes.schedules.run(), name="schedules"))
         try:
             await stop.wait()
