@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader, Row
 
@@ -37,6 +37,9 @@ from .onchange import ChangeFilter
 from .refusals import RefusalGate
 from .security import UplinkError, read_secret, tls_context
 from .topics import TopicMap
+
+if TYPE_CHECKING:
+    from ..control.mqtt_commands import CommandPort
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +118,10 @@ class MqttUplinkWorker:
 
     def __init__(self, name: str, cfg: MqttUplink, info: GatewayInfo, outbox: Outbox,
                  base_dir: Path, alarms: AlarmBoard | None = None,
-                 report: Mapping[str, Mapping[str, ReportPoint]] | None = None) -> None:
+                 report: Mapping[str, Mapping[str, ReportPoint]] | None = None,
+                 commands: CommandPort | None = None) -> None:
         self.name = name
+        self.commands = commands  # only for an uplink with commands: true (agent/control/mqtt_commands.py)
         self.cfg = cfg
         self.info = info
         self.outbox = outbox
@@ -149,6 +154,8 @@ class MqttUplinkWorker:
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
         outbox.add_listener(lambda _seq: self.wake() if self._idle else None)
+        if commands is not None:
+            commands.wake = self.wake  # a reply is ready: publish it now
 
     def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
         """Log a state change once; repeats go to debug."""
@@ -222,6 +229,8 @@ class MqttUplinkWorker:
             self.stats.connected = True
             self.stats.last_error = ""
             self._logged = {k for k in self._logged if k.startswith("refused:")}
+            if self.commands is not None:
+                self.commands.session_started(conn.client)
             log.info("uplink %s: connected to %s:%d (MQTT %s%s)", self.name, cfg.host, cfg.effective_port,
                      cfg.protocol, ", TLS" if cfg.tls_enabled else "")
             self.gate.new_session()
@@ -447,6 +456,8 @@ class MqttUplinkWorker:
         sent = 0
         while not self._stop.is_set():
             alive = conn.loop(0.0 if sent or not inflight else 0.01)
+            if self.commands is not None and self.commands.outgoing:
+                self.commands.flush(conn.client)
             now = time.monotonic()
             if conn.acks:
                 self._settle(conn, inflight, now)
