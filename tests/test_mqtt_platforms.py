@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -119,4 +118,5 @@ def test_thingsboard_payloads_on_a_subscriber(tmp_path: Path) -> None:
     status = rec.on("v1/devices/me/attributes")
     assert status[0].body["status"] == "online" and status[0].body["version"] == "9.9.9"
     assert status[-1].body == {"status": "offline"}
-    assert all(json.dumps(m.body) for m in rec.messages)
+    # every message on the ThingsBoard topics is a JSON object (a payload that failed to parse stays bytes)
+    assert [m.topic for m in rec.messages if not isinstance(m.body, dict)] == []
