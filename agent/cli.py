@@ -62,9 +62,9 @@ Stop it with Ctrl-C."""
 
 
 def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    from .logsetup import setup_logging
+
+    setup_logging(level)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""The running agent: pollers → outbox → uplinks, and an orderly shutdown."""
+"""The running agent: pollers → outbox → uplinks, reload on SIGHUP, and an orderly shutdown."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import hashlib
 import logging
 import signal
 import time
+from collections.abc import Coroutine
 
 from buffer.outbox import Outbox
+from drivers.protocols import Bus, Device
 from drivers.reading import Reading
 
 from . import __version__
 from .config import LoadedConfig
 from .ipc import ControlServer
 from .scheduler import DevicePoller
+from .sdnotify import Notifier
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
 from .wiring import build_devices, device_metadata
 
@@ -34,54 +37,106 @@ async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None) -> 
 class Agent:
     """Must be created inside a running event loop."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, notifier: Notifier | None = None) -> None:
         self.loaded = loaded
         cfg = loaded.config
         data_dir = loaded.data_dir
         self.data_dir = data_dir
+        self.started_ms = int(time.time() * 1000)
+        self.notifier = notifier or Notifier()
         self.outbox = Outbox(data_dir / "outbox.db", list(cfg.uplinks), max_bytes=cfg.buffer.max_bytes,
                              commit_interval=cfg.buffer.commit_interval)
+        self.buses: dict[str, Bus]
+        self.devices: dict[str, Device]
         self.buses, self.devices = build_devices(loaded)
-        info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
-                           int(time.time() * 1000), device_metadata(loaded))
-        base = loaded.file.resolve().parent
-        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base)
-                        for name, up in cfg.uplinks.items()]
+        info = self.gateway_info(loaded)
+        self.uplinks = {name: self.make_uplink(loaded, name, info) for name in cfg.uplinks}
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
-        self.pollers = [
-            DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
-            for dev_id, dev in self.devices.items()
-        ]
+        self.pollers: dict[str, DevicePoller] = {}
+        self.poll_tasks: dict[str, asyncio.Task[None]] = {}
+        self.reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[object]] = set()
+
+    # -- parts that a reload replaces one by one ------------------------------------------
+    def gateway_info(self, loaded: LoadedConfig) -> GatewayInfo:
+        return GatewayInfo(loaded.config.gateway.id, __version__, config_hash(loaded.text), self.started_ms,
+                           device_metadata(loaded))
+
+    def make_uplink(self, loaded: LoadedConfig, name: str, info: GatewayInfo) -> MqttUplinkWorker:
+        return MqttUplinkWorker(name, loaded.config.uplinks[name], info, self.outbox,
+                                loaded.file.resolve().parent)
+
+    def start_poller(self, dev_id: str) -> None:
+        poller = DevicePoller(dev_id, self.devices[dev_id].read, self.loaded.config.devices[dev_id].interval,
+                              self.submit)
+        self.pollers[dev_id] = poller
+        self.poll_tasks[dev_id] = asyncio.create_task(poller.run(), name=f"poll-{dev_id}")
+
+    async def stop_pollers(self, dev_ids: list[str]) -> None:
+        tasks = [self.poll_tasks.pop(d) for d in dev_ids if d in self.poll_tasks]
+        for dev_id in dev_ids:
+            self.pollers.pop(dev_id, None)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def submit(self, reading: Reading) -> None:
         self.outbox.submit(reading)
 
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: "3 devices, 1 offline; 2 of 2 uplinks up"."""
+        offline = sum(1 for p in self.pollers.values() if p.offline)
+        up = sum(1 for u in self.uplinks.values() if u.stats.connected)
+        return (f"{len(self.pollers)} devices, {offline} offline; "
+                f"{up} of {len(self.uplinks)} uplinks up")
+
+    def spawn(self, coro: Coroutine[object, object, object], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def on_sighup(self) -> None:
+        from .reload import reload_config
+
+        self.spawn(reload_config(self), "reload")
+
+    # -- life cycle -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
         self.outbox.start()
-        for up in self.uplinks:
+        for up in self.uplinks.values():
             up.start()
         await self.control.start()
         cfg = self.loaded.config
         log.info("edge-agent %s: gateway %s, %d buses, %d devices, %d uplinks, buffer %s",
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
                  self.outbox.path)
-        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers]
+        for dev_id in self.devices:
+            self.start_poller(dev_id)
+        self.notifier.ready(self.status_line())
+        self.spawn(self.notifier.keep_alive(self.status_line), "systemd-keep-alive")
         try:
             await stop.wait()
         finally:
-            log.info("stopping: flushing the buffer")
-            await self.control.close()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for bus in self.buses.values():
-                await bus.close()
-            self.outbox.sync()
-            for up in self.uplinks:
-                up.stop()
-            self.outbox.close()
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        log.info("stopping: flushing the buffer")
+        self.notifier.stopping()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.control.close()
+        await self.stop_pollers(list(self.poll_tasks))
+        for bus in self.buses.values():
+            await bus.close()
+        self.outbox.sync()
+        for up in self.uplinks.values():
+            up.stop()
+        self.outbox.close()

@@ -59,11 +59,16 @@ class DevicePoller:
         if self.offline and now < self.retry_at - self.interval / 2:
             return Reading(self.device_id, ts, {}, DeviceOffline.status)
         self.polls += 1
+        began = time.perf_counter()
         try:
             polled = await self.read()
         except DriverError as exc:
+            log.debug("device %s: poll failed in %.0f ms: %s (%s)", self.device_id,
+                      (time.perf_counter() - began) * 1000, exc.status, exc)
             self._failed(exc, now)
             return Reading(self.device_id, ts, {}, exc.status)
+        log.debug("device %s: poll %s in %.0f ms, %d values", self.device_id, polled.status,
+                  (time.perf_counter() - began) * 1000, len(polled.values))
         self._succeeded()
         self._note_bad_points(polled.errors)
         return Reading(self.device_id, ts, polled.values, polled.status, polled.errors, polled.flags)
@@ -102,7 +107,9 @@ class DevicePoller:
             self.offline = False  # it answers again, if badly: poll it normally
             log.info("device %s: answers again (%s)", self.device_id, exc.status)
         if exc.status != self.last_status:
-            log.warning("device %s: %s (%s)", self.device_id, exc.status, exc)
+            next_step = (f"offline after {OFFLINE_AFTER} polls without an answer" if silent
+                         else "it answers, so polling goes on")
+            log.warning("device %s: %s (%s); %s", self.device_id, exc.status, exc, next_step)
         self.last_status = exc.status
         if self.silent_polls >= OFFLINE_AFTER:
             self.offline = True

@@ -26,7 +26,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from .reader import Eviction, OutboxReader, Row
 from .schema import committed_seq, migrate
 from .seqfile import SeqReserve
 from .space import SpaceGuard
-from .uplinkbits import register_uplinks
+from .uplinkbits import register_uplinks, stranded
 
 __all__ = ["EVICT_FRACTION", "EVICT_MIN_ROWS", "Eviction", "Outbox", "OutboxCounters", "OutboxReader", "Row"]
 
@@ -77,6 +77,14 @@ class OutboxCounters:
     io_errors: int = 0
     dropped: int = 0  # never committed: held in memory longer than the disk allowed
     resets: int = 0  # corrupt files moved aside
+
+
+@dataclass(slots=True)
+class _UplinkChange:
+    names: list[str]
+    stranded: dict[str, int] = field(default_factory=dict)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class Outbox:
@@ -134,6 +142,7 @@ class Outbox:
         self._trouble = ""
         self._corrupt = ""
         self._aside: ResetInfo | None = None
+        self._changes: list[_UplinkChange] = []
 
     # -- set-up ---------------------------------------------------------------------
     def _sequence(self) -> int:
@@ -172,17 +181,42 @@ class Outbox:
         self._queue.put(("r", reading))
 
     def ack(self, uplink: str, seqs: list[int]) -> None:
-        """Record that ``uplink`` has a success acknowledgement for ``seqs``."""
-        self._queue.put(("a", (self.uplink_bits[uplink], seqs)))
+        """Record that ``uplink`` has a success acknowledgement for ``seqs`` (an uplink just
+        removed by :meth:`change_uplinks` has nothing left to acknowledge: ignored)."""
+        bit = self.uplink_bits.get(uplink)
+        if bit is not None:
+            self._queue.put(("a", (bit, seqs)))
 
     def ack_evictions(self, uplink: str, ids: list[int]) -> None:
         """Record that ``uplink`` has announced the evictions ``ids``."""
-        self._queue.put(("e", (self.uplink_bits[uplink], ids)))
+        bit = self.uplink_bits.get(uplink)
+        if bit is not None:
+            self._queue.put(("e", (bit, ids)))
 
     def set_aside(self, uplink: str, seq: int, why: str) -> None:
         """``uplink`` will never deliver reading ``seq`` (e.g. too large for its broker): it
         leaves that uplink's backlog, recorded as a one-reading loss the uplink announces."""
-        self._queue.put(("u", (self.uplink_bits[uplink], uplink, seq, why)))
+        bit = self.uplink_bits.get(uplink)
+        if bit is not None:
+            self._queue.put(("u", (bit, uplink, seq, why)))
+
+    def change_uplinks(self, names: list[str], timeout: float = 10.0) -> dict[str, int]:
+        """While running: make ``names`` the uplinks. A new one gets its bit (readings committed
+        from now on wait for it too). If an uplink left out still has readings waiting, nothing
+        changes and those counts are returned ({name: readings}); the check and the change are
+        one step of the writer, after every reading queued before this call is committed."""
+        change = _UplinkChange(list(names))
+        if self._thread is None or not self._thread.is_alive():
+            self._gather(block=False)
+            self._flush()
+            self._apply_uplink_change(change)
+        else:
+            self._queue.put(("g", change))
+            if not change.done.wait(timeout):
+                raise TimeoutError("the buffer did not take the change of uplinks in time (disk trouble?)")
+        if change.error is not None:
+            raise change.error
+        return change.stranded
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed. False on timeout
@@ -285,6 +319,8 @@ class Outbox:
             self._asides.append(value)
         elif kind == "s":
             self._tokens.append(int(value))
+        elif kind == "g":
+            self._changes.append(value)
         elif kind == "c" and value[0] == self.generation:
             self._corrupt = f"found by a reader: {value[1]}"
         return kind == "x"
@@ -324,6 +360,9 @@ class Outbox:
             log.warning("buffer: commits succeed again (after: %s); %d readings committed so far",
                         self._trouble, self.counters.committed)
             self._trouble = ""
+        for change in self._changes:
+            self._apply_uplink_change(change)
+        self._changes.clear()
         if self._tokens:
             with self._synced:
                 self._done_token = max(self._done_token, *self._tokens)
@@ -402,6 +441,22 @@ class Outbox:
             if not self.space.reserve_held:
                 self.space.take_reserve()
                 self.space.update_cap(c)
+
+    def _apply_uplink_change(self, change: _UplinkChange) -> None:
+        try:
+            change.stranded = stranded(self._conn, change.names)
+            if not change.stranded:
+                bits = register_uplinks(self._conn, change.names, keep=self.uplink_bits)
+                mask = 0
+                for bit in bits.values():
+                    mask |= 1 << bit
+                self.uplink_bits, self._mask = bits, mask
+        except (sqlite3.Error, OSError) as exc:
+            if self._conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("ROLLBACK")
+            change.error = exc
+        change.done.set()
 
     # -- when the disk says no ------------------------------------------------------------
     def _note_trouble(self, exc: BaseException) -> None:

@@ -129,7 +129,17 @@ class MqttUplinkWorker:
         self._window = 1
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
+        self._announce_again = False
         outbox.add_listener(lambda _seq: self._wake.set())
+
+    def update_info(self, info: GatewayInfo) -> None:
+        """After a reload that kept this uplink: the new birth and device metadata go out on
+        the live connection (the connection and delivery state stay)."""
+        self.topics = TopicMap(self.cfg, info.gateway, info.devices)
+        self._heads = {}
+        self.info = info
+        self._announce_again = True
+        self._wake.set()
 
     def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
         """Log a state change once; repeats go to debug."""
@@ -429,6 +439,9 @@ class MqttUplinkWorker:
                               "last_seq": ev.last_seq, "count": ev.count, "reason": ev.reason, "at": ev.at}
                     ready_other.append(_Msg("eviction", self.topics.status, json.dumps(notice), _NO_SEQS,
                                             eviction_id=ev.id))
+            if self._announce_again:
+                self._announce_again = False
+                ready_other.extend(self._announcements())
             # fill the ready queues from the buffer
             window = min(conn.window, self._window)
             if not ready_live and outbox.last_seq > live_cursor:
