@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(p, file=sys.stderr)
             print(f"edge-agent: not starting: {len(problems)} problem(s) in {args.config}", file=sys.stderr)
             return 1
-        asyncio.run(run_agent(loaded))
+        asyncio.run(run_agent(loaded, log_level=args.log_level))
     finally:
         lock.release()
     return 0

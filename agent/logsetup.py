@@ -56,8 +56,9 @@ def setup_logging(level: str = "info", stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JournalFormatter() if journal_attached(stream) else logging.Formatter(TERMINAL_FORMAT))
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in [h for h in root.handlers if getattr(h, "edge_agent", False)]:
+        root.removeHandler(old)  # ours from an earlier call; others' (e.g. a test harness's) stay
+    handler.edge_agent = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     set_level(level)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

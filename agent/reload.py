@@ -140,7 +140,7 @@ async def _reload(agent: Agent) -> bool:
     await _apply_uplinks(agent, new, plan)
     await _apply_devices(agent, new, plan)
     agent.loaded = new
-    set_level(new.config.logging.level)
+    set_level(agent.log_level or new.config.logging.level)
     later = restart_only(old, new)
     if later:
         log.warning("reload: %s changed; that takes effect at the next start", ", ".join(later))

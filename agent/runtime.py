@@ -29,9 +29,12 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None) -> None:
-    """Build the agent inside the running event loop (the Modbus clients need it) and run it."""
-    await Agent(loaded).run(stop)
+async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None, log_level: str | None = None) -> None:
+    """Build the agent inside the running event loop (the Modbus clients need it) and run it.
+    ``log_level`` (``run --log-level``) outranks the config's, across reloads too."""
+    agent = Agent(loaded)
+    agent.log_level = log_level
+    await agent.run(stop)
 
 
 class Agent:
@@ -55,6 +58,7 @@ class Agent:
         self.pollers: dict[str, DevicePoller] = {}
         self.poll_tasks: dict[str, asyncio.Task[None]] = {}
         self.reload_lock = asyncio.Lock()
+        self.log_level: str | None = None  # from the command line: a reload keeps it
         self._background: set[asyncio.Task[object]] = set()
 
     # -- parts that a reload replaces one by one ------------------------------------------

@@ -406,8 +406,9 @@ class MqttUplinkWorker:
             if conn.acks:
                 self._settle(conn, inflight, now)
             if not alive:
-                self._log_once(logging.WARNING, "lost", "uplink %s: connection to %s:%d lost", self.name,
-                               cfg.host, cfg.effective_port)
+                self._log_once(logging.WARNING, "lost", "uplink %s: connection to %s:%d lost; readings wait in"
+                               " the buffer, reconnecting every %.0fs..%.0fs", self.name, cfg.host,
+                               cfg.effective_port, cfg.reconnect_min, cfg.reconnect_max)
                 self._lost_with(inflight, "connection dropped while it was in flight")
                 return
             # the stall watchdog: paho never retransmits on a live connection
