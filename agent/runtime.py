@@ -15,6 +15,7 @@ from drivers.protocols import Bus, Device
 from drivers.reading import Reading
 
 from . import __version__
+from .clock import ClockGuard, ClockSource
 from .config import LoadedConfig
 from .ipc import ControlServer
 from .scheduler import DevicePoller
@@ -40,7 +41,8 @@ async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None, log
 class Agent:
     """Must be created inside a running event loop."""
 
-    def __init__(self, loaded: LoadedConfig, notifier: Notifier | None = None) -> None:
+    def __init__(self, loaded: LoadedConfig, notifier: Notifier | None = None,
+                 clock_source: ClockSource | None = None) -> None:
         self.loaded = loaded
         cfg = loaded.config
         data_dir = loaded.data_dir
@@ -49,6 +51,8 @@ class Agent:
         self.notifier = notifier or Notifier()
         self.outbox = Outbox(data_dir / "outbox.db", list(cfg.uplinks), max_bytes=cfg.buffer.max_bytes,
                              commit_interval=cfg.buffer.commit_interval)
+        self.clock = ClockGuard(data_dir, cfg.clock.step, clock_source, on_good=self.outbox.release_held,
+                                on_bad=self.outbox.hold_from_now)
         self.buses: dict[str, Bus]
         self.devices: dict[str, Device]
         self.buses, self.devices = build_devices(loaded)
@@ -72,7 +76,7 @@ class Agent:
 
     def start_poller(self, dev_id: str) -> None:
         poller = DevicePoller(dev_id, self.devices[dev_id].read, self.loaded.config.devices[dev_id].interval,
-                              self.submit)
+                              self.submit, stamp=self.clock.stamp)
         self.pollers[dev_id] = poller
         self.poll_tasks[dev_id] = asyncio.create_task(poller.run(), name=f"poll-{dev_id}")
 
@@ -91,8 +95,8 @@ class Agent:
         """One line for systemd's STATUS=: "3 devices, 1 offline; 2 of 2 uplinks up"."""
         offline = sum(1 for p in self.pollers.values() if p.offline)
         up = sum(1 for u in self.uplinks.values() if u.stats.connected)
-        return (f"{len(self.pollers)} devices, {offline} offline; "
-                f"{up} of {len(self.uplinks)} uplinks up")
+        line = f"{len(self.pollers)} devices, {offline} offline; {up} of {len(self.uplinks)} uplinks up"
+        return line if self.clock.good else line + "; clock not known good, readings held"
 
     def spawn(self, coro: Coroutine[object, object, object], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -144,3 +148,4 @@ class Agent:
         for up in self.uplinks.values():
             up.stop()
         self.outbox.close()
+        self.clock.persist(force=True)

@@ -26,12 +26,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from drivers.reading import Reading
 
+from .clockfix import ClockFix, release_held
 from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
 from .ranges import to_ranges
@@ -77,6 +78,7 @@ class OutboxCounters:
     io_errors: int = 0
     dropped: int = 0  # never committed: held in memory longer than the disk allowed
     resets: int = 0  # corrupt files moved aside
+    clock_releases: int = 0  # times held readings were given UTC times (uplinks read the buffer again)
 
 
 @dataclass(slots=True)
@@ -143,6 +145,8 @@ class Outbox:
         self._corrupt = ""
         self._aside: ResetInfo | None = None
         self._changes: list[_UplinkChange] = []
+        self._clock_fix: ClockFix | None = None  # readings of its boot taken in from the queue get UTC
+        self._fixes: list[ClockFix] = []
 
     # -- set-up ---------------------------------------------------------------------
     def _sequence(self) -> int:
@@ -199,6 +203,14 @@ class Outbox:
         bit = self.uplink_bits.get(uplink)
         if bit is not None:
             self._queue.put(("u", (bit, uplink, seq, why)))
+
+    def release_held(self, fix: ClockFix) -> None:
+        """The clock is good: readings held for it get UTC times (see :mod:`buffer.clockfix`)."""
+        self._queue.put(("k", fix))
+
+    def hold_from_now(self) -> None:
+        """The clock is no longer good: readings stamped from now on are held until the next fix."""
+        self._queue.put(("h", None))
 
     def change_uplinks(self, names: list[str], timeout: float = 10.0) -> dict[str, int]:
         """While running: make ``names`` the uplinks. A new one gets its bit (readings committed
@@ -310,7 +322,15 @@ class Outbox:
     def _take(self, item: tuple[str, Any]) -> bool:
         kind, value = item
         if kind == "r":
+            fix = self._clock_fix
+            if value.clock is not None and fix is not None and value.clock == fix.boot_id:
+                value = replace(value, ts=max(value.ts + fix.offset_ms, fix.floor_ms), clock=None)
             self._held.append(value)
+        elif kind == "k":
+            self._clock_fix = value
+            self._fixes.append(value)
+        elif kind == "h":
+            self._clock_fix = None
         elif kind == "a":
             self._acks.setdefault(value[0], []).extend(value[1])
         elif kind == "e":
@@ -363,6 +383,16 @@ class Outbox:
         for change in self._changes:
             self._apply_uplink_change(change)
         self._changes.clear()
+        while self._fixes:
+            try:
+                release_held(self._conn, self._fixes[0])
+            except (sqlite3.Error, OSError) as exc:
+                self._note_trouble(exc)
+                return False
+            self._fixes.pop(0)
+            self.counters.clock_releases += 1
+            for cb in self._listeners:
+                cb(self.last_seq)
         if self._tokens:
             with self._synced:
                 self._done_token = max(self._done_token, *self._tokens)
@@ -385,10 +415,10 @@ class Outbox:
         c.execute("BEGIN IMMEDIATE")
         if batch:
             c.executemany(
-                "INSERT INTO readings(seq, device, ts, status, vals, pending, errors, flags)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO readings(seq, device, ts, status, vals, pending, errors, flags, clock)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(first + i, r.device, r.ts, r.status, values_json(r.values), self._mask,
-                  _encode(r.errors) if r.errors else None, _encode(r.flags) if r.flags else None)
+                  _encode(r.errors) if r.errors else None, _encode(r.flags) if r.flags else None, r.clock)
                  for i, r in enumerate(batch)])
         for bit, seqs in self._acks.items():
             others = ~(1 << bit)

@@ -61,6 +61,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE readings ADD COLUMN flags TEXT;
         """,
     ),
+    (
+        4,
+        "readings held for a good clock: the boot they were stamped in (ts: ms since that boot)",
+        """
+        ALTER TABLE readings ADD COLUMN clock TEXT;
+        """,
+    ),
 ]
 
 LATEST = max(v for v, _, _ in MIGRATIONS)

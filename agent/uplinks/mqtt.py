@@ -399,6 +399,7 @@ class MqttUplinkWorker:
         tokens = float(cfg.backlog_batch)
         last_refill = time.monotonic()
         evictions_seen = -1
+        releases_seen = outbox.counters.clock_releases
         sent = 0
         while not self._stop.is_set():
             alive = conn.loop(0.0 if sent or not inflight else 0.01)
@@ -420,9 +421,13 @@ class MqttUplinkWorker:
                                 self.name, now - oldest, len(inflight))
                     self._lost_with(inflight, "no PUBACK")
                     return
-            # a refused topic is due for a probe, or accepted again: read the buffer from the start
-            if self.gate and self.gate.rescan_due(now):
-                self.gate.rescan_started(now)
+            # a refused topic is due for a probe, or accepted again, or readings held for a good
+            # clock were released: read the buffer from the start
+            refused_rescan = bool(self.gate) and self.gate.rescan_due(now)
+            if refused_rescan or outbox.counters.clock_releases != releases_seen:
+                if refused_rescan:
+                    self.gate.rescan_started(now)
+                releases_seen = outbox.counters.clock_releases
                 outbox.sync()  # acknowledgements so far are committed: they are not read again
                 skip = {s for q in (inflight.values(), ready_live, ready_backlog) for m in q for s in m.seqs}
                 live_floor = live_cursor
