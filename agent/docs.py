@@ -15,7 +15,20 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
+from .config import (
+    Buffer,
+    Clock,
+    Config,
+    Device,
+    Gateway,
+    Logging,
+    MqttUplink,
+    RtuOverTcpBus,
+    SerialBus,
+    TcpBus,
+    Tls,
+    Topics,
+)
 from .control.config import DeviceControl, Location, Schedule, Step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +49,10 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("uplinks.<id>.topics", Topics,
      "Topic templates; `{prefix}`, `{gateway}`, `{device}` and `{profile}` are filled in."),
     ("buffer", Buffer, "The SQLite store-and-forward buffer."),
-    ("logging", Logging, "Log output (to stderr; journald under systemd)."),
+    ("logging", Logging, "Log output (to stderr; journald under systemd: `<N>` priorities, no timestamps)."),
+    ("clock", Clock, "Time on a gateway without a real-time clock: until the system clock is known good (NTP"
+                     " synchronised, or later than the last time the agent saw), readings are stamped from the"
+                     " boot clock and held in the buffer; when it is, they get their UTC times and go out."),
     ("schedules.<id>", Schedule, "A local lighting schedule, run by the gateway with or without an uplink."),
     ("schedules.<id>.location", Location, "Where the poles stand: sun times are computed for it (astral)."),
     ("schedules.<id>.steps[]", Step, "One step, every day: at a local time or a sun event, set these values."),

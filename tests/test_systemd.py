@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -138,3 +139,21 @@ def test_journald_output_of_a_real_process(tmp_path: Path) -> None:
         env = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
         subprocess.run([sys.executable, "-c", code], stderr=stream, env=env, cwd=ROOT, check=True, timeout=30)
     assert out.read_text() == "<4>agent.x: device d: offline; retrying every 2s..60s\n"
+
+
+def test_the_readmes_gateway_install_yields_this_unit() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## On a gateway"):]
+    block = section[section.index("```sh") + 5:section.index("```", section.index("```sh") + 5)]
+    unit = UNIT.read_text()
+    venv_bin = re.search(r"python3 -m venv (\S+)", block)
+    link = re.search(r"ln -sf? (\S+) (\S+)", block)
+    assert venv_bin and link and link.group(1) == f"{venv_bin.group(1)}/bin/edge-agent"
+    assert f"ExecStart={link.group(2)} run -c /etc/edge-agent/config.yaml" in unit
+    assert "cp config/example.yaml /etc/edge-agent/config.yaml" in block
+    assert "cp systemd/edge-agent.service /etc/systemd/system/" in block
+    user = re.search(r"useradd .*--groups (\S+) .* (\S+)\n", block)
+    assert user and f"User={user.group(2)}" in unit and f"SupplementaryGroups={user.group(1)}" in unit
+    assert "--user-group" in block and f"Group={user.group(2)}" in unit
+    assert "pip install ." in block  # the package from this clone (pyproject.toml)
+    assert (ROOT / "config" / "example.yaml").exists() and (ROOT / "pyproject.toml").exists()
