@@ -12,7 +12,8 @@ what changed is rebuilt:
   the new birth and device metadata on it; an uplink removed while readings wait for it is
   refused, as at start (nothing in the buffer is lost: it is the same buffer throughout).
 
-``gateway.data_dir`` and ``buffer`` settings take effect at the next start (logged).
+``gateway.data_dir``, ``buffer``, ``alarms``, ``schedules`` and devices' ``control``
+settings take effect at the next start (logged as such).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from drivers.protocols import DEFAULT as DEFAULT_PROTOCOL
 from drivers.yamlsource import SourceError
 
 from .config import LoadedConfig, load_config
 from .logsetup import set_level
 from .preflight import stranded_from_counts
-from .wiring import DEFAULT_PROTOCOL, build_bus, build_device, bus_protocols
+from .wiring import build_bus, build_device, bus_protocols
 
 if TYPE_CHECKING:
     from .runtime import Agent
@@ -99,6 +101,15 @@ def restart_only(old: LoadedConfig, new: LoadedConfig) -> list[str]:
         out.append(f"gateway.data_dir (stays {old.data_dir} until the next start)")
     if old.config.buffer != new.config.buffer:
         out.append("buffer")
+    # writes and alarms are set up once, at start (agent/control, agent/alarms)
+    if old.config.alarms != new.config.alarms:
+        out.append("alarms")
+    if old.config.schedules != new.config.schedules:
+        out.append("schedules")
+    controls = [d for d, dev in new.config.devices.items()
+                if dev.control != (old.config.devices[d].control if d in old.config.devices else None)]
+    if controls:
+        out.append(", ".join(f"devices.{d}.control" for d in sorted(controls)))
     return out
 
 

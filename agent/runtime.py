@@ -15,8 +15,13 @@ from drivers.protocols import Bus, Device
 from drivers.reading import Reading
 
 from . import __version__
+from .alarms.engine import STATE_KEY, AlarmEngine
+from .alarms.store import saved_state
 from .clock import ClockGuard, ClockSource
 from .config import LoadedConfig
+from .control.audit import DB_NAME, AuditLog
+from .control.mqtt_commands import CommandPort
+from .control.service import ControlService
 from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .sdnotify import Notifier
@@ -56,11 +61,27 @@ class Agent:
         self.buses: dict[str, Bus]
         self.devices: dict[str, Device]
         self.buses, self.devices = build_devices(loaded)
+        reader = self.outbox.reader()
+        try:
+            saved = saved_state(reader.conn)
+        finally:
+            reader.close()
+        self.alarms = AlarmEngine(cfg.alarms, self._alarm_event, self._hasten, saved)
+        self.alarms_published = bool(cfg.alarms or saved)  # else the retained set is never touched
+        self.audit = AuditLog(data_dir / DB_NAME)
+        self.pollers: dict[str, DevicePoller] = {}
+        self.poll_tasks: dict[str, asyncio.Task[None]] = {}
+        for dev_id in self.devices:
+            self.add_poller(dev_id)
+        self.writes = ControlService(loaded, self.devices, self.audit)
+        self.writes.on_written = self._poll_now
+        self._extra_polls: set[asyncio.Task[None]] = set()
         info = self.gateway_info(loaded)
         self.uplinks = {name: self.make_uplink(loaded, name, info) for name in cfg.uplinks}
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
-        self.pollers: dict[str, DevicePoller] = {}
-        self.poll_tasks: dict[str, asyncio.Task[None]] = {}
+        self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
+                                                      "active": self.alarms.active()})
+        self.control.register("control.set", self.writes.handle_set)
         self.reload_lock = asyncio.Lock()
         self.log_level: str | None = None  # from the command line: a reload keeps it
         self._background: set[asyncio.Task[object]] = set()
@@ -71,13 +92,22 @@ class Agent:
                            device_metadata(loaded))
 
     def make_uplink(self, loaded: LoadedConfig, name: str, info: GatewayInfo) -> MqttUplinkWorker:
-        return MqttUplinkWorker(name, loaded.config.uplinks[name], info, self.outbox,
-                                loaded.file.resolve().parent)
+        cfg, up = loaded.config, loaded.config.uplinks[name]
+        base = loaded.file.resolve().parent
+        report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
+        commands = (CommandPort(name, up, cfg.gateway.id, base, self.writes.command, asyncio.get_running_loop())
+                    if up.commands else None)
+        return MqttUplinkWorker(name, up, info, self.outbox, base, report=report,
+                                alarms=self.alarms if self.alarms_published else None, commands=commands)
 
-    def start_poller(self, dev_id: str) -> None:
+    def add_poller(self, dev_id: str) -> DevicePoller:
         poller = DevicePoller(dev_id, self.devices[dev_id].read, self.loaded.config.devices[dev_id].interval,
                               self.submit, stamp=self.clock.stamp)
         self.pollers[dev_id] = poller
+        return poller
+
+    def start_poller(self, dev_id: str) -> None:
+        poller = self.pollers.get(dev_id) or self.add_poller(dev_id)
         self.poll_tasks[dev_id] = asyncio.create_task(poller.run(), name=f"poll-{dev_id}")
 
     async def stop_pollers(self, dev_ids: list[str]) -> None:
@@ -88,8 +118,30 @@ class Agent:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _poll_now(self, device: str) -> None:
+        """One extra reading right after a write, so the platform sees the new state."""
+        poller = self.pollers.get(device)
+        if poller is None:
+            return
+
+        async def poll() -> None:
+            self.submit(await poller.poll_once())
+
+        task = asyncio.get_running_loop().create_task(poll(), name=f"poll-after-write-{device}")
+        self._extra_polls.add(task)
+        task.add_done_callback(self._extra_polls.discard)
+
     def submit(self, reading: Reading) -> None:
         self.outbox.submit(reading)
+        self.alarms.feed(reading)
+
+    def _alarm_event(self, event: Reading, state: str) -> None:
+        self.outbox.submit_event(event, STATE_KEY, state)
+
+    def _hasten(self, device: str, interval: float | None) -> None:
+        poller = self.pollers.get(device)
+        if poller is not None:
+            poller.hasten(interval)
 
     def status_line(self) -> str:
         """One line for systemd's STATUS=: "3 devices, 1 offline; 2 of 2 uplinks up"."""
@@ -127,6 +179,7 @@ class Agent:
                  self.outbox.path)
         for dev_id in self.devices:
             self.start_poller(dev_id)
+        self.spawn(self.writes.schedules.run(), "schedules")
         self.notifier.ready(self.status_line())
         self.spawn(self.notifier.keep_alive(self.status_line), "systemd-keep-alive")
         try:
@@ -137,10 +190,11 @@ class Agent:
     async def _shutdown(self) -> None:
         log.info("stopping: flushing the buffer")
         self.notifier.stopping()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
         await self.control.close()
+        tasks = [*self._background, *self._extra_polls]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.stop_pollers(list(self.poll_tasks))
         for bus in self.buses.values():
             await bus.close()
@@ -148,4 +202,5 @@ class Agent:
         for up in self.uplinks.values():
             up.stop()
         self.outbox.close()
+        self.audit.close()
         self.clock.persist(force=True)

@@ -63,9 +63,14 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         4,
-        "readings held for a good clock: the boot they were stamped in (ts: ms since that boot)",
+        "alarm events: the history of raised and cleared alarms (delivery goes through readings)",
         """
-        ALTER TABLE readings ADD COLUMN clock TEXT;
+        CREATE TABLE alarm_events (
+            seq    INTEGER PRIMARY KEY,
+            device TEXT    NOT NULL,
+            ts     INTEGER NOT NULL,
+            event  TEXT    NOT NULL
+        );
         """,
     ),
 ]
