@@ -17,6 +17,10 @@ from agent.clock import ClockGuard
 from agent.config import load_config
 from agent.localbroker import LocalBroker
 from agent.runtime import Agent
+from buffer.clockfix import ClockFix
+from buffer.inspection import read_stats
+from buffer.outbox import Outbox
+from drivers.reading import Reading
 from tests.helpers import Collector, SimulatorThread, wait_for, write_config
 
 DAY_MS = 86_400_000
@@ -165,3 +169,28 @@ def test_a_clock_jump_is_logged_once_and_readings_are_held_until_the_clock_is_go
     assert events == ["good b", "bad", "good b"]
     guard.persist(force=True)
     assert ClockGuard(tmp_path, 10.0, FakeClock("c", -5000, synced=False)).good is False  # before the last seen
+
+
+def test_the_buffer_holds_back_and_then_corrects_readings_of_an_unknown_clock(tmp_path: Path) -> None:
+    """What `buffer stats` and an uplink see of held readings, before and after the fix."""
+    ob = Outbox(tmp_path / "outbox.db", ["central"])
+    ob.start()
+    try:
+        ob.submit(Reading("m", 5_000, {"v": 1}, clock="boot-a"))  # 5 s after boot, clock unknown
+        ob.submit(Reading("m", 6_000, {"v": 2}, clock="boot-a"))
+        assert ob.sync()
+        reader = ob.reader()
+        assert reader.fetch(ob.uplink_bits["central"], 0, None, 10) == []  # no uplink gets them
+        stats = read_stats(tmp_path / "outbox.db")
+        assert stats.held == 2 and stats.as_dict()["held_for_clock"] == 2
+        boot_start = 1_795_000_000_000
+        ob.release_held(ClockFix("boot-a", boot_start, boot_start, floor_ms=0))
+        ob.submit(Reading("m", 7_000, {"v": 3}, clock="boot-a"))  # a straggler of the same boot
+        assert ob.sync()
+        wait_for(lambda: ob.counters.clock_releases == 1, 5, "the release")
+        rows = reader.fetch(ob.uplink_bits["central"], 0, None, 10)
+        assert [r.ts - boot_start for r in rows] == [5_000, 6_000, 7_000]
+        assert read_stats(tmp_path / "outbox.db").held == 0
+        reader.close()
+    finally:
+        ob.close()
