@@ -82,6 +82,7 @@ class Agent:
         self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
                                                       "active": self.alarms.active()})
         self.control.register("control.set", self.writes.handle_set)
+        self.control.register("clock", lambda _req: self.clock.state())
         self.reload_lock = asyncio.Lock()
         self.log_level: str | None = None  # from the command line: a reload keeps it
         self._background: set[asyncio.Task[object]] = set()
@@ -147,7 +148,9 @@ class Agent:
         """One line for systemd's STATUS=: "3 devices, 1 offline; 2 of 2 uplinks up"."""
         offline = sum(1 for p in self.pollers.values() if p.offline)
         up = sum(1 for u in self.uplinks.values() if u.stats.connected)
-        line = f"{len(self.pollers)} devices, {offline} offline; {up} of {len(self.uplinks)} uplinks up"
+        devices, uplinks = len(self.pollers), len(self.uplinks)
+        line = (f"{devices} device{'' if devices == 1 else 's'}, {offline} offline; "
+                f"{up} of {uplinks} uplink{'' if uplinks == 1 else 's'} up")
         return line if self.clock.good else line + "; clock not known good, readings held"
 
     def spawn(self, coro: Coroutine[object, object, object], name: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from agent.clock import ClockGuard
 from agent.config import load_config
+from agent.ipc import ask
 from agent.localbroker import LocalBroker
 from agent.runtime import Agent
 from buffer.clockfix import ClockFix
@@ -99,6 +100,8 @@ def test_readings_taken_while_unsynced_arrive_with_corrected_times(tmp_path: Pat
         agent = InProcessAgent(cfg, clock).start()
         time.sleep(2.0)
         assert len(collector.readings) == before  # held back: nothing published with a wrong time
+        state = ask(tmp_path / "data", "clock")  # what `status` shows, from the running daemon
+        assert state["good"] is False and "before the last time seen" in str(state["reason"])
         unsynced_until = time.time_ns() // 1_000_000
         clock.wall_offset_ms, clock.synced = 0, True  # NTP steps the clock
         wait_for(lambda: len(collector.readings) >= before + 15, 20, "the held readings")

@@ -55,7 +55,7 @@ def test_ready_watchdog_status_and_reload_reach_the_notify_socket(tmp_path: Path
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         got = _receive(sock, "READY=1", 30)
-        assert "STATUS=1 devices, 0 offline; 0 of 0 uplinks up" in got[-1]
+        assert "STATUS=1 device, 0 offline; 0 of 0 uplinks up" in got[-1]
         watchdogs = [m for m in _receive(sock, "WATCHDOG=1", 2) if "WATCHDOG=1" in m]
         t0 = time.monotonic()
         watchdogs += [m for m in _receive(sock, "WATCHDOG=1", 2) if "WATCHDOG=1" in m]
