@@ -106,3 +106,34 @@ def test_an_uplink_dropped_with_readings_waiting_is_refused(tmp_path: Path, brok
         rc = agent.stop()
         sim.stop()
     assert rc == 0, agent.log()
+
+
+def test_an_uplink_added_by_a_reload_gets_the_new_readings(tmp_path: Path, broker: LocalBroker) -> None:
+    sim = SimulatorThread(tcp={1: "eastron-sdm630"}).start()
+    central = Collector(broker.host, broker.port).start()
+    second = Collector(broker.host, broker.port, topic="edge2/#", client_id="second-platform").start()
+    uplink = f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n"
+    cfg = write_config(tmp_path / "config.yaml", data_dir=tmp_path / "data",
+                       buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
+                       devices={"meter-1": METER}, uplinks=uplink)
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    try:
+        wait_for(lambda: len(central.readings) >= 3, 20, "readings at the first platform")
+        write_config(cfg, data_dir=tmp_path / "data",
+                     buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
+                     devices={"meter-1": METER},
+                     uplinks=uplink + f"  second:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n"
+                                      f"    topic_prefix: edge2\n")
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(second.readings) >= 3, 20, "readings at the added platform")
+        assert "uplinks: 1 added, 0 removed, 0 rebuilt, 1 kept" in agent.log()
+        assert "edge2/site-test/meta/meter-1" in {t for t, _ in second.raw}  # its metadata, retained
+    finally:
+        rc = agent.stop()
+        central.stop()
+        second.stop()
+        sim.stop()
+    assert rc == 0, agent.log()
+    assert agent.log().count("uplink central: connected") == 1
+    assert min(r.seq for r in second.readings) > min(r.seq for r in central.readings)
