@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from .reader import ALARM_STATUS, Eviction, OutboxReader, Row
 from .schema import committed_seq, migrate
 from .seqfile import SeqReserve
 from .space import SpaceGuard
-from .uplinkbits import register_uplinks, stranded
+from .uplinkbits import UplinkChange, register_uplinks
 
 __all__ = ["ALARM_STATUS", "EVICT_FRACTION", "EVICT_MIN_ROWS", "Eviction", "Outbox", "OutboxCounters", "OutboxReader",
            "Row"]
@@ -69,14 +69,6 @@ class OutboxCounters:
     dropped: int = 0  # never committed: held in memory longer than the disk allowed
     resets: int = 0  # corrupt files moved aside
     clock_releases: int = 0  # times held readings were given UTC times (uplinks read the buffer again)
-
-
-@dataclass(slots=True)
-class _UplinkChange:
-    names: list[str]
-    stranded: dict[str, int] = field(default_factory=dict)
-    error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class Outbox:
@@ -135,7 +127,7 @@ class Outbox:
         self._trouble = ""
         self._corrupt = ""
         self._aside: ResetInfo | None = None
-        self._changes: list[_UplinkChange] = []
+        self._changes: list[UplinkChange] = []
         self._clock_fix: ClockFix | None = None  # readings of its boot taken in from the queue get UTC
         self._fixes: list[ClockFix] = []
 
@@ -216,7 +208,7 @@ class Outbox:
         from now on wait for it too). If an uplink left out still has readings waiting, nothing
         changes and those counts are returned ({name: readings}); the check and the change are
         one step of the writer, after every reading queued before this call is committed."""
-        change = _UplinkChange(list(names))
+        change = UplinkChange(list(names))
         if self._thread is None or not self._thread.is_alive():
             self._gather(block=False)
             self._flush()
@@ -495,21 +487,13 @@ class Outbox:
                 self.space.take_reserve()
                 self.space.update_cap(c)
 
-    def _apply_uplink_change(self, change: _UplinkChange) -> None:
-        try:
-            change.stranded = stranded(self._conn, change.names)
-            if not change.stranded:
-                bits = register_uplinks(self._conn, change.names, keep=self.uplink_bits)
-                mask = 0
-                for bit in bits.values():
-                    mask |= 1 << bit
-                self.uplink_bits, self._mask = bits, mask
-        except (sqlite3.Error, OSError) as exc:
-            if self._conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.execute("ROLLBACK")
-            change.error = exc
-        change.done.set()
+    def _apply_uplink_change(self, change: UplinkChange) -> None:
+        bits = change.apply(self._conn, self.uplink_bits)
+        if bits is not None:
+            mask = 0
+            for bit in bits.values():
+                mask |= 1 << bit
+            self.uplink_bits, self._mask = bits, mask
 
     # -- when the disk says no ------------------------------------------------------------
     def _note_trouble(self, exc: BaseException) -> None:
