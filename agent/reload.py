@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -139,7 +140,11 @@ async def _reload(agent: Agent) -> bool:
         log.error("reload refused: %s: %s; the running config stays", old.file, exc.strerror or exc)
         return False
     plan = plan_reload(old, new)
-    stranded = await asyncio.to_thread(agent.outbox.change_uplinks, list(new.config.uplinks))
+    try:
+        stranded = await asyncio.to_thread(agent.outbox.change_uplinks, list(new.config.uplinks))
+    except (TimeoutError, sqlite3.Error, OSError) as exc:
+        log.error("reload refused: the buffer could not take the new uplinks (%s); the running config stays", exc)
+        return False
     if stranded:
         problems = stranded_from_counts(new, stranded, running=True)
         for problem in problems:
