@@ -62,9 +62,9 @@ Stop it with Ctrl-C."""
 
 
 def _setup_logging(level: str = "info") -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    from .logsetup import setup_logging
+
+    setup_logging(level)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(p, file=sys.stderr)
             print(f"edge-agent: not starting: {len(problems)} problem(s) in {args.config}", file=sys.stderr)
             return 1
-        asyncio.run(run_agent(loaded))
+        asyncio.run(run_agent(loaded, log_level=args.log_level))
     finally:
         lock.release()
     return 0

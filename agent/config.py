@@ -244,6 +244,18 @@ class Logging(Strict):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
 
 
+class Clock(Strict):
+    step: Duration = Field(10.0, description="a jump of the system time by more than this (back or forward) is"
+                                             " logged, and readings are held until the time is known good again")
+
+    @field_validator("step")
+    @classmethod
+    def _step(cls, value: float) -> float:
+        if not 1.0 <= value <= 3600.0:
+            raise ValueError("step must be between 1s and 1h")
+        return value
+
+
 class Config(Strict):
     gateway: Gateway
     buses: dict[Id, Bus] = Field(default_factory=dict)
@@ -251,6 +263,7 @@ class Config(Strict):
     uplinks: dict[Id, Uplink] = Field(default_factory=dict)
     buffer: Buffer = Field(default_factory=Buffer)
     logging: Logging = Field(default_factory=Logging)
+    clock: Clock = Field(default_factory=Clock)
     schedules: dict[Id, Schedule] = Field(default_factory=dict)
     alarms: dict[Id, AlarmRule] = Field(default_factory=dict, description="edge alarms, evaluated on every reading")
 

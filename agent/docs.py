@@ -16,7 +16,20 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .alarms.config import AlarmRule, ReportPoint
-from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
+from .config import (
+    Buffer,
+    Clock,
+    Config,
+    Device,
+    Gateway,
+    Logging,
+    MqttUplink,
+    RtuOverTcpBus,
+    SerialBus,
+    TcpBus,
+    Tls,
+    Topics,
+)
 from .control.config import DeviceControl, Location, Schedule, Step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +54,10 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("uplinks.<id>.topics", Topics,
      "Topic templates; `{prefix}`, `{gateway}`, `{device}` and `{profile}` are filled in."),
     ("buffer", Buffer, "The SQLite store-and-forward buffer."),
-    ("logging", Logging, "Log output (to stderr; journald under systemd)."),
+    ("logging", Logging, "Log output (to stderr; journald under systemd: `<N>` priorities, no timestamps)."),
+    ("clock", Clock, "Time on a gateway without a real-time clock: until the system clock is known good (NTP"
+                     " synchronised, or later than the last time the agent saw), readings are stamped from the"
+                     " boot clock and held in the buffer; when it is, they get their UTC times and go out."),
     ("alarms.<id>", AlarmRule,
      "An edge alarm on one point, evaluated on every reading with the uplink up or down: exactly one of"
      " `above`, `below` (with `clear_at` for hysteresis), `rise` or `no_data`. A condition that holds for"

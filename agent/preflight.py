@@ -68,11 +68,17 @@ def stranded_problems(loaded: LoadedConfig) -> list[Problem]:
             conn.close()
     except sqlite3.Error:
         return []  # a damaged or older file: the outbox deals with it when it opens it
+    return stranded_from_counts(loaded, waiting)
+
+
+def stranded_from_counts(loaded: LoadedConfig, waiting: dict[str, int], running: bool = False) -> list[Problem]:
+    """One problem per uplink the config dropped with ``waiting[name]`` readings undelivered."""
     cfg = str(loaded.file)
     line = _line(loaded, "uplinks")
+    stop = "stop the agent and " if running else ""
     return [Problem(cfg, line, "uplinks",
                     f"uplink '{name}' is no longer in the config, but {n} readings in the buffer have not been"
-                    f" delivered to it; keep them for the uplink's new name with 'edge-agent buffer rename-uplink"
-                    f" -c {cfg} {name} NEW', or give them up (recorded as an eviction) with 'edge-agent buffer"
-                    f" drop-uplink -c {cfg} {name}'")
+                    f" delivered to it; {stop}keep them for the uplink's new name with 'edge-agent buffer"
+                    f" rename-uplink -c {cfg} {name} NEW', or give them up (recorded as an eviction) with"
+                    f" 'edge-agent buffer drop-uplink -c {cfg} {name}'")
             for name, n in sorted(waiting.items())]

@@ -1,4 +1,4 @@
-"""The running agent: pollers → outbox → uplinks, and an orderly shutdown."""
+"""The running agent: pollers → outbox → uplinks, reload on SIGHUP, and an orderly shutdown."""
 
 from __future__ import annotations
 
@@ -8,19 +8,23 @@ import hashlib
 import logging
 import signal
 import time
+from collections.abc import Coroutine
 
 from buffer.outbox import Outbox
+from drivers.protocols import Bus, Device
 from drivers.reading import Reading
 
 from . import __version__
 from .alarms.engine import STATE_KEY, AlarmEngine
 from .alarms.store import saved_state
+from .clock import ClockGuard, ClockSource
 from .config import LoadedConfig
 from .control.audit import DB_NAME, AuditLog
 from .control.mqtt_commands import CommandPort
 from .control.service import ControlService
 from .ipc import ControlServer
 from .scheduler import DevicePoller
+from .sdnotify import Notifier
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
 from .wiring import build_devices, device_metadata
 
@@ -31,51 +35,89 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None) -> None:
-    """Build the agent inside the running event loop (the Modbus clients need it) and run it."""
-    await Agent(loaded).run(stop)
+async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None, log_level: str | None = None) -> None:
+    """Build the agent inside the running event loop (the Modbus clients need it) and run it.
+    ``log_level`` (``run --log-level``) outranks the config's, across reloads too."""
+    agent = Agent(loaded)
+    agent.log_level = log_level
+    await agent.run(stop)
 
 
 class Agent:
     """Must be created inside a running event loop."""
 
-    def __init__(self, loaded: LoadedConfig) -> None:
+    def __init__(self, loaded: LoadedConfig, notifier: Notifier | None = None,
+                 clock_source: ClockSource | None = None) -> None:
         self.loaded = loaded
         cfg = loaded.config
         data_dir = loaded.data_dir
         self.data_dir = data_dir
+        self.started_ms = int(time.time() * 1000)
+        self.notifier = notifier or Notifier()
         self.outbox = Outbox(data_dir / "outbox.db", list(cfg.uplinks), max_bytes=cfg.buffer.max_bytes,
                              commit_interval=cfg.buffer.commit_interval)
+        self.clock = ClockGuard(data_dir, cfg.clock.step, clock_source, on_good=self.outbox.release_held,
+                                on_bad=self.outbox.hold_from_now)
+        self.buses: dict[str, Bus]
+        self.devices: dict[str, Device]
         self.buses, self.devices = build_devices(loaded)
-        info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
-                           int(time.time() * 1000), device_metadata(loaded))
-        base = loaded.file.resolve().parent
-        self.pollers = {
-            dev_id: DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
-            for dev_id, dev in self.devices.items()
-        }
         reader = self.outbox.reader()
         try:
             saved = saved_state(reader.conn)
         finally:
             reader.close()
         self.alarms = AlarmEngine(cfg.alarms, self._alarm_event, self._hasten, saved)
+        self.alarms_published = bool(cfg.alarms or saved)  # else the retained set is never touched
         self.audit = AuditLog(data_dir / DB_NAME)
+        self.pollers: dict[str, DevicePoller] = {}
+        self.poll_tasks: dict[str, asyncio.Task[None]] = {}
+        for dev_id in self.devices:
+            self.add_poller(dev_id)
         self.writes = ControlService(loaded, self.devices, self.audit)
         self.writes.on_written = self._poll_now
         self._extra_polls: set[asyncio.Task[None]] = set()
-        loop = asyncio.get_running_loop()
-        # without rules the retained set is published only to clear one left from before
-        report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
-        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base, report=report,
-                                         alarms=self.alarms if cfg.alarms or saved else None,
-                                         commands=CommandPort(name, up, cfg.gateway.id, base, self.writes.command,
-                                                              loop) if up.commands else None)
-                        for name, up in cfg.uplinks.items()]
+        info = self.gateway_info(loaded)
+        self.uplinks = {name: self.make_uplink(loaded, name, info) for name in cfg.uplinks}
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
         self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
                                                       "active": self.alarms.active()})
         self.control.register("control.set", self.writes.handle_set)
+        self.control.register("clock", lambda _req: self.clock.state())
+        self.reload_lock = asyncio.Lock()
+        self.log_level: str | None = None  # from the command line: a reload keeps it
+        self._background: set[asyncio.Task[object]] = set()
+
+    # -- parts that a reload replaces one by one ------------------------------------------
+    def gateway_info(self, loaded: LoadedConfig) -> GatewayInfo:
+        return GatewayInfo(loaded.config.gateway.id, __version__, config_hash(loaded.text), self.started_ms,
+                           device_metadata(loaded))
+
+    def make_uplink(self, loaded: LoadedConfig, name: str, info: GatewayInfo) -> MqttUplinkWorker:
+        cfg, up = loaded.config, loaded.config.uplinks[name]
+        base = loaded.file.resolve().parent
+        report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
+        commands = (CommandPort(name, up, cfg.gateway.id, base, self.writes.command, asyncio.get_running_loop())
+                    if up.commands else None)
+        return MqttUplinkWorker(name, up, info, self.outbox, base, report=report,
+                                alarms=self.alarms if self.alarms_published else None, commands=commands)
+
+    def add_poller(self, dev_id: str) -> DevicePoller:
+        poller = DevicePoller(dev_id, self.devices[dev_id].read, self.loaded.config.devices[dev_id].interval,
+                              self.submit, stamp=self.clock.stamp)
+        self.pollers[dev_id] = poller
+        return poller
+
+    def start_poller(self, dev_id: str) -> None:
+        poller = self.pollers.get(dev_id) or self.add_poller(dev_id)
+        self.poll_tasks[dev_id] = asyncio.create_task(poller.run(), name=f"poll-{dev_id}")
+
+    async def stop_pollers(self, dev_ids: list[str]) -> None:
+        tasks = [self.poll_tasks.pop(d) for d in dev_ids if d in self.poll_tasks]
+        for dev_id in dev_ids:
+            self.pollers.pop(dev_id, None)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _poll_now(self, device: str) -> None:
         """One extra reading right after a write, so the platform sees the new state."""
@@ -102,35 +144,66 @@ class Agent:
         if poller is not None:
             poller.hasten(interval)
 
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: "3 devices, 1 offline; 2 of 2 uplinks up"."""
+        offline = sum(1 for p in self.pollers.values() if p.offline)
+        up = sum(1 for u in self.uplinks.values() if u.stats.connected)
+        devices, uplinks = len(self.pollers), len(self.uplinks)
+        line = (f"{devices} device{'' if devices == 1 else 's'}, {offline} offline; "
+                f"{up} of {uplinks} uplink{'' if uplinks == 1 else 's'} up")
+        return line if self.clock.good else line + "; clock not known good, readings held"
+
+    def spawn(self, coro: Coroutine[object, object, object], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def on_sighup(self) -> None:
+        from .reload import reload_config
+
+        self.spawn(reload_config(self), "reload")
+
+    # -- life cycle -------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
         self.outbox.start()
-        for up in self.uplinks:
+        for up in self.uplinks.values():
             up.start()
         await self.control.start()
         cfg = self.loaded.config
         log.info("edge-agent %s: gateway %s, %d buses, %d devices, %d uplinks, buffer %s",
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
                  self.outbox.path)
-        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers.values()]
-        tasks.append(asyncio.create_task(self.writes.schedules.run(), name="schedules"))
+        for dev_id in self.devices:
+            self.start_poller(dev_id)
+        self.spawn(self.writes.schedules.run(), "schedules")
+        self.notifier.ready(self.status_line())
+        self.spawn(self.notifier.keep_alive(self.status_line), "systemd-keep-alive")
         try:
             await stop.wait()
         finally:
-            log.info("stopping: flushing the buffer")
-            await self.control.close()
-            tasks += self._extra_polls
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for bus in self.buses.values():
-                await bus.close()
-            self.outbox.sync()
-            for up in self.uplinks:
-                up.stop()
-            self.outbox.close()
-            self.audit.close()
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        log.info("stopping: flushing the buffer")
+        self.notifier.stopping()
+        await self.control.close()
+        tasks = [*self._background, *self._extra_polls]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.stop_pollers(list(self.poll_tasks))
+        for bus in self.buses.values():
+            await bus.close()
+        self.outbox.sync()
+        for up in self.uplinks.values():
+            up.stop()
+        self.outbox.close()
+        self.audit.close()
+        self.clock.persist(force=True)

@@ -33,11 +33,17 @@ BACKOFF_MIN = 2.0  # seconds; the first back-off is at least two intervals
 BACKOFF_MAX = 60.0  # seconds
 
 
+def _utc_now() -> tuple[int, str | None]:
+    return int(time.time() * 1000), None
+
+
 class DevicePoller:
     def __init__(self, device_id: str, read: Callable[[], Awaitable[Polled]],
                  interval: float, submit: Callable[[Reading], None],
-                 backoff_max: float = BACKOFF_MAX, backoff_min: float | None = None) -> None:
+                 backoff_max: float = BACKOFF_MAX, backoff_min: float | None = None,
+                 stamp: Callable[[], tuple[int, str | None]] | None = None) -> None:
         self.device_id = device_id
+        self.stamp = stamp or _utc_now
         self.read = read
         self.interval = interval
         self.normal_interval = interval
@@ -64,19 +70,24 @@ class DevicePoller:
 
     async def poll_once(self, slot: float | None = None) -> Reading:
         """One scheduled poll; ``slot`` is its place on the schedule (monotonic seconds)."""
-        ts = int(time.time() * 1000)
+        ts, clock = self.stamp()
         now = time.monotonic() if slot is None else slot
         if self.offline and now < self.retry_at - self.interval / 2:
-            return Reading(self.device_id, ts, {}, DeviceOffline.status)
+            return Reading(self.device_id, ts, {}, DeviceOffline.status, clock=clock)
         self.polls += 1
+        began = time.perf_counter()
         try:
             polled = await self.read()
         except DriverError as exc:
+            log.debug("device %s: poll failed in %.0f ms: %s (%s)", self.device_id,
+                      (time.perf_counter() - began) * 1000, exc.status, exc)
             self._failed(exc, now)
-            return Reading(self.device_id, ts, {}, exc.status)
+            return Reading(self.device_id, ts, {}, exc.status, clock=clock)
+        log.debug("device %s: poll %s in %.0f ms, %d values", self.device_id, polled.status,
+                  (time.perf_counter() - began) * 1000, len(polled.values))
         self._succeeded()
         self._note_bad_points(polled.errors)
-        return Reading(self.device_id, ts, polled.values, polled.status, polled.errors, polled.flags)
+        return Reading(self.device_id, ts, polled.values, polled.status, polled.errors, polled.flags, clock)
 
     def _note_bad_points(self, errors: dict[str, str]) -> None:
         """Log once when the set of bad points changes, not on every poll."""
@@ -112,7 +123,9 @@ class DevicePoller:
             self.offline = False  # it answers again, if badly: poll it normally
             log.info("device %s: answers again (%s)", self.device_id, exc.status)
         if exc.status != self.last_status:
-            log.warning("device %s: %s (%s)", self.device_id, exc.status, exc)
+            next_step = (f"offline after {OFFLINE_AFTER} polls without an answer" if silent
+                         else "it answers, so polling goes on")
+            log.warning("device %s: %s (%s); %s", self.device_id, exc.status, exc, next_step)
         self.last_status = exc.status
         if self.silent_polls >= OFFLINE_AFTER:
             self.offline = True

@@ -36,10 +36,15 @@ def build_devices(loaded: LoadedConfig, only: str | None = None) -> tuple[dict[s
     for dev_id, dev in cfg.devices.items():
         if not dev.enabled or (only is not None and dev_id != only):
             continue
-        profile = loaded.profiles[dev_id]
-        protocol = protocols.of(profile)
-        devices[dev_id] = protocol.build_device(buses[dev.bus], getattr(dev, protocol.address_key), profile)
+        devices[dev_id] = build_device(loaded, dev_id, buses[dev.bus])
     return buses, devices
+
+
+def build_device(loaded: LoadedConfig, dev_id: str, bus: Bus) -> Device:
+    """The driver of one configured device, on the bus object that owns its line."""
+    profile = loaded.profiles[dev_id]
+    protocol = protocols.of(profile)
+    return protocol.build_device(bus, getattr(loaded.config.devices[dev_id], protocol.address_key), profile)
 
 
 def device_address(loaded: LoadedConfig, dev_id: str) -> tuple[str, object]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .clockfix import held_count
 from .database import connect_readonly
 from .reader import ALARM_STATUS, Eviction, Row
 from .schema import LATEST, applied_version, committed_seq
@@ -48,6 +49,7 @@ class BufferStats:
     counters: dict[str, int]
     reset: dict[str, Any] | None = None
     orphans: int = 0  # readings pending only for uplinks no longer configured
+    held: int = 0  # readings held until the clock is known good (buffer.clockfix)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -64,7 +66,7 @@ class BufferStats:
                          "oldest_ts": u.oldest_ts} for u in self.uplinks],
             "evictions": [{"id": e.id, "at": e.at, "uplink": e.uplink, "first_seq": e.first_seq,
                            "last_seq": e.last_seq, "count": e.count, "reason": e.reason} for e in self.evictions],
-            "counters": self.counters, "reset": self.reset, **self.extra,
+            "counters": self.counters, "reset": self.reset, "held_for_clock": self.held, **self.extra,
         }
 
 
@@ -96,6 +98,7 @@ def read_stats(path: Path) -> BufferStats:
                 ts = conn.execute("SELECT ts FROM readings WHERE seq = ?", (oldest,)).fetchone()[0]
             uplinks.append(UplinkDepth(name, bit, pending, oldest, ts))
         orphans = conn.execute("SELECT count(*) FROM readings WHERE pending & ? = 0", (mask,)).fetchone()[0]
+        held = held_count(conn)
         has_uplink_col = version >= 2
         evictions = [Eviction(*r) for r in conn.execute(
             "SELECT id, at, first_seq, last_seq, count, reason, "
@@ -113,7 +116,8 @@ def read_stats(path: Path) -> BufferStats:
         path=path, schema_version=version, schema_latest=LATEST, last_seq=last_seq,
         readings=count, first_seq=first, file_bytes=_size(path), wal_bytes=_size(Path(str(path) + "-wal")),
         reserve_bytes=_size(Path(str(path) + ".reserve")), free_pages_bytes=free_pages * page_size,
-        uplinks=uplinks, evictions=evictions, counters=counters, reset=reset, orphans=orphans)
+        uplinks=uplinks, evictions=evictions, counters=counters, reset=reset, orphans=orphans,
+        held=held)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from drivers.reading import Reading
 
+from .clockfix import ClockFix, note_held, release_held, stored_ts
 from .database import ResetInfo, is_corrupt, is_full, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS
 from .jsontext import values_json
@@ -37,12 +39,13 @@ from .recovery import OutboxCounters, Recovery
 from .schema import committed_seq
 from .seqfile import SeqReserve
 from .space import SpaceGuard
-from .uplinkbits import register_uplinks
+from .uplinkbits import UplinkChange, register_uplinks
 from .writequeue import (
     ACK_ITEMS,
     Acked,
     CorruptFound,
     EvictionsAnnounced,
+    HoldFromNow,
     Item,
     MetaState,
     SetAside,
@@ -115,6 +118,9 @@ class Outbox(Recovery):
         self._eacks: dict[int, list[int]] = {}
         self._asides: list[SetAside] = []  # readings an uplink will never deliver
         self._meta: dict[str, str] = {}  # meta facts committed with the readings queued before them
+        self._changes: list[UplinkChange] = []  # changes of uplinks while running (reload)
+        self._clock_fix: ClockFix | None = None  # readings of its boot taken from the queue get UTC
+        self._fixes: list[ClockFix] = []
         self._sync_level = "FULL"  # the write connection's synchronous setting (database.connect)
         self._tokens: list[int] = []
         self._unrecorded_drops = 0
@@ -148,17 +154,72 @@ class Outbox(Recovery):
         self._queue.put(MetaState(key, state))
 
     def ack(self, uplink: str, seqs: list[int]) -> None:
-        """Record that ``uplink`` has a success acknowledgement for ``seqs``."""
-        self._queue.put(Acked(self.uplink_bits[uplink], seqs))
+        """Record that ``uplink`` has a success acknowledgement for ``seqs`` (an uplink just
+        removed by :meth:`change_uplinks` has nothing left to acknowledge: ignored)."""
+        bit = self.uplink_bits.get(uplink)
+        if bit is not None:
+            self._queue.put(Acked(bit, seqs))
 
     def ack_evictions(self, uplink: str, ids: list[int]) -> None:
         """Record that ``uplink`` has announced the evictions ``ids``."""
-        self._queue.put(EvictionsAnnounced(self.uplink_bits[uplink], ids))
+        bit = self.uplink_bits.get(uplink)
+        if bit is not None:
+            self._queue.put(EvictionsAnnounced(bit, ids))
 
     def set_aside(self, uplink: str, seq: int, why: str) -> None:
         """``uplink`` will never deliver reading ``seq`` (e.g. too large for its broker): it
         leaves that uplink's backlog, recorded as a one-reading loss the uplink announces."""
-        self._queue.put(SetAside(self.uplink_bits[uplink], uplink, seq, why))
+        bit = self.uplink_bits.get(uplink)
+        if bit is not None:
+            self._queue.put(SetAside(bit, uplink, seq, why))
+
+    def release_held(self, fix: ClockFix) -> None:
+        """The clock is good: readings held for it get UTC times (see :mod:`buffer.clockfix`)."""
+        self._queue.put(fix)
+
+    def hold_from_now(self) -> None:
+        """The clock is no longer good: readings stamped from now on are held until the next fix."""
+        self._queue.put(HoldFromNow())
+
+    def change_uplinks(self, names: list[str], timeout: float = 10.0) -> dict[str, int]:
+        """While running: make ``names`` the uplinks. A new one gets its bit (readings committed
+        from now on wait for it too). If an uplink left out still has readings waiting, nothing
+        changes and those counts are returned ({name: readings}); the check and the change are
+        one step of the writer, after every reading queued before this call is committed."""
+        change = UplinkChange(list(names))
+        if self._thread is None or not self._thread.is_alive():
+            self._gather(block=False)
+            self._flush()
+            self._apply_uplink_change(change)
+        else:
+            self._queue.put(change)
+            if not change.done.wait(timeout):
+                raise TimeoutError("the buffer did not take the change of uplinks in time (disk trouble?)")
+        if change.error is not None:
+            raise change.error
+        return change.stranded
+
+    def _apply_uplink_change(self, change: UplinkChange) -> None:
+        bits = change.apply(self._conn, self.uplink_bits)
+        if bits is not None:
+            mask = 0
+            for bit in bits.values():
+                mask |= 1 << bit
+            self.uplink_bits, self._mask = bits, mask
+
+    def _release_held(self) -> bool:
+        """After the readings queued before them are committed: apply clock fixes. False on disk trouble."""
+        while self._fixes:
+            try:
+                release_held(self._conn, self._fixes[0])
+            except (sqlite3.Error, OSError) as exc:
+                self._note_trouble(exc)
+                return False
+            self._fixes.pop(0)
+            self.counters.clock_releases += 1
+            for cb in self._listeners:
+                cb(self.last_seq)
+        return True
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed. False on timeout
@@ -255,6 +316,9 @@ class Outbox(Recovery):
     def _take(self, item: Item) -> bool:
         """Hold one queued item for the next commit. True for :class:`Stop`."""
         if type(item) is Reading:  # the hot path: one per poll
+            if item.clock is not None and self._clock_fix is not None and item.clock == self._clock_fix.boot_id:
+                fix = self._clock_fix  # stamped before the clock was good, queued after: UTC now
+                item = replace(item, ts=max(item.ts + fix.offset_ms, fix.floor_ms), clock=None)
             self._held.append(item)
             return False
         match item:
@@ -270,6 +334,13 @@ class Outbox(Recovery):
                 self._tokens.append(token)
             case CorruptFound(generation, error) if generation == self.generation:
                 self._corrupt = f"found by a reader: {error}"
+            case UplinkChange():
+                self._changes.append(item)
+            case ClockFix():
+                self._clock_fix = item
+                self._fixes.append(item)
+            case HoldFromNow():
+                self._clock_fix = None
             case Stop():
                 return True
         return False
@@ -309,6 +380,11 @@ class Outbox(Recovery):
             log.warning("buffer: commits succeed again (after: %s); %d readings committed so far",
                         self._trouble, self.counters.committed)
             self._trouble = ""
+        for change in self._changes:
+            self._apply_uplink_change(change)
+        self._changes.clear()
+        if not self._release_held():
+            return False
         if self._tokens:
             with self._synced:
                 self._done_token = max(self._done_token, *self._tokens)
@@ -333,9 +409,10 @@ class Outbox(Recovery):
             c.executemany(
                 "INSERT INTO readings(seq, device, ts, status, vals, pending, errors, flags)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(first + i, r.device, r.ts, r.status, values_json(r.values), self._mask,
+                [(first + i, r.device, stored_ts(r), r.status, values_json(r.values), self._mask,
                   values_json(r.errors) if r.errors else None, values_json(r.flags) if r.flags else None)
                  for i, r in enumerate(batch)])
+            note_held(c, first, batch)
             self._record_events(first, batch)
         meta = self._meta if len(batch) == len(self._held) else {}  # with the last chunk of readings
         if meta:

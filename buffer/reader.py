@@ -75,6 +75,7 @@ class OutboxReader:
     def fetch(self, bit: int, after: int, upto: int | None, limit: int) -> list[Row]:
         """Readings still pending for uplink ``bit`` with ``after < seq <= upto``, oldest first."""
         sql = "SELECT seq, device, ts, status, vals, errors, flags FROM readings WHERE seq > ? AND pending & ?"
+        sql += " AND ts >= 0"  # not held for a good clock (buffer.clockfix)
         args: list[int] = [after, 1 << bit]
         if upto is not None:
             sql += " AND seq <= ?"

@@ -39,6 +39,7 @@ class OutboxCounters:
     io_errors: int = 0
     dropped: int = 0  # never committed: held in memory longer than the disk allowed
     resets: int = 0  # corrupt files moved aside
+    clock_releases: int = 0  # times held readings were given UTC times (uplinks read the buffer again)
 
 
 class Recovery:

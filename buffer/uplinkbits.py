@@ -10,9 +10,12 @@ of the gap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+import threading
 import time
+from dataclasses import dataclass, field
 
 from .eviction import pending_ranges
 
@@ -71,6 +74,31 @@ def register_uplinks(c: sqlite3.Connection, names: list[str], keep: dict[str, in
         c.execute("DELETE FROM readings WHERE pending = 0")
     c.execute("COMMIT")
     return {n: known[n] for n in names}
+
+
+@dataclass(slots=True)
+class UplinkChange:
+    """A running outbox's uplinks becoming ``names`` (:meth:`buffer.outbox.Outbox.change_uplinks`)."""
+
+    names: list[str]
+    stranded: dict[str, int] = field(default_factory=dict)
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def apply(self, c: sqlite3.Connection, current: dict[str, int]) -> dict[str, int] | None:
+        """In the writer: refuse if an uplink left out has readings waiting (``stranded`` says
+        which), else register ``names``; the new bits, or None when refused or failed."""
+        try:
+            self.stranded = stranded(c, self.names)
+            return None if self.stranded else register_uplinks(c, self.names, keep=current)
+        except (sqlite3.Error, OSError) as exc:
+            if c.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    c.execute("ROLLBACK")
+            self.error = exc
+            return None
+        finally:
+            self.done.set()
 
 
 def _release(c: sqlite3.Connection, name: str, bit: int) -> None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from drivers.reading import Reading
 
+from .clockfix import ClockFix
+from .uplinkbits import UplinkChange
+
 
 @dataclass(frozen=True, slots=True)
 class Acked:
@@ -63,10 +66,17 @@ class CorruptFound:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldFromNow:
+    """The clock is no longer known good: readings stamped from the boot clock stay held
+    (a :class:`~buffer.clockfix.ClockFix` releases them)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """Commit what is held and end the writer thread."""
 
 
-Item = Reading | Acked | EvictionsAnnounced | SetAside | MetaState | SyncPoint | CorruptFound | Stop
+Item = (Reading | Acked | EvictionsAnnounced | SetAside | MetaState | SyncPoint | CorruptFound | Stop
+        | UplinkChange | ClockFix | HoldFromNow)
 # acknowledgements are committed sooner than readings: one lost in a crash is a duplicate later
 ACK_ITEMS = (Acked, EvictionsAnnounced)

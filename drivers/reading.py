@@ -16,6 +16,8 @@ class Reading:
     the poll's failure (``timeout``, ``crc_error``, ``exception_02``...), in which case
     ``values`` is empty: a failed poll is still a reading, so a platform can compute
     completeness. ``flags`` marks good values worth a second look (``over_range``).
+    ``clock`` is None when ``ts`` is UTC; while the system clock is not known good it names
+    the boot the reading was taken in, and ``ts`` is milliseconds since that boot.
     """
 
     device: str
@@ -24,6 +26,7 @@ class Reading:
     status: str = "ok"
     errors: dict[str, str] = field(default_factory=dict)
     flags: dict[str, str] = field(default_factory=dict)
+    clock: str | None = None
 
 
 @dataclass(slots=True)

@@ -79,5 +79,5 @@ def test_readme_links_resolve() -> None:
 def test_systemd_unit_runs_the_contract_command_with_dialout() -> None:
     unit = (ROOT / "systemd" / "edge-agent.service").read_text()
     assert "ExecStart=/usr/local/bin/edge-agent run -c /etc/edge-agent/config.yaml" in unit
-    assert "Restart=on-failure" in unit
+    assert "Restart=always" in unit  # SIGHUP reloads; any exit (a watchdog kill too) restarts
     assert "SupplementaryGroups=dialout" in unit

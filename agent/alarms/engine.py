@@ -97,6 +97,7 @@ class AlarmEngine:
                  saved: Mapping[str, Any] | None = None) -> None:
         self.rules = dict(rules)
         self.emit = emit
+        self._clock: str | None = None
         self.hasten = hasten
         self.states = {name: RuleState() for name in self.rules}
         self.by_device: dict[str, list[str]] = {}
@@ -118,6 +119,7 @@ class AlarmEngine:
         names = self.by_device.get(reading.device)
         if not names:
             return
+        self._clock = reading.clock  # an event is stamped like the reading that caused it (agent/clock.py)
         for name in names:
             rule, st = self.rules[name], self.states[name]
             verdict = evaluate(rule, st, reading)
@@ -148,7 +150,8 @@ class AlarmEngine:
                  rule.device, rule.point, verdict.value, verdict.threshold)
         raised = {n: {"since": s.since, "value": s.value, "threshold": s.threshold}
                   for n, s in self.states.items() if s.state == "raised"}
-        self.emit(Reading(rule.device, ts, event, ALARM_STATUS), json.dumps(raised))  # type: ignore[arg-type]
+        self.emit(Reading(rule.device, ts, event, ALARM_STATUS, clock=self._clock),  # type: ignore[arg-type]
+                  json.dumps(raised))
         self.version += 1
         self.published = (self.version, self._active_json())
 

@@ -106,6 +106,8 @@ def render_stats(st: BufferStats, max_bytes: int | None, configured: list[str], 
     for u in st.uplinks:
         if u.oldest_seq is None or u.oldest_ts is None:
             oldest = "-  (up to date)"
+        elif u.oldest_ts < 0:
+            oldest = f"seq {u.oldest_seq}, held until the clock is known good"
         else:
             oldest = f"seq {u.oldest_seq} at {iso_ms(u.oldest_ts)} ({human_age((now_ms - u.oldest_ts) / 1000)} ago)"
         note = "" if not configured or u.name in configured else "  [not in the config]"
@@ -115,6 +117,9 @@ def render_stats(st: BufferStats, max_bytes: int | None, configured: list[str], 
             out.append(f"  {name:<{width}}  {'-':>9}  (not yet registered: the daemon adds it at start)")
     if st.orphans:
         out.append(f"  ({st.orphans} readings wait only for uplinks no longer in the buffer)")
+    if st.held:
+        out.append(f"  ({st.held} readings were taken before the clock was known good: they keep their boot-clock"
+                   " time and go out when the daemon sees a good clock)")
     out.append("")
     c = st.counters
     out.append(f"  evictions: {len(st.evictions)} ranges kept; readings evicted {c.get('evicted', 0)},"

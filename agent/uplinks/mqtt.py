@@ -122,9 +122,19 @@ class MqttUplinkWorker(BrokerAnswers):
         self._window = 1
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
+        self._announce_again = False
         outbox.add_listener(lambda _seq: self.wake() if self._idle else None)
         if commands is not None:
             commands.wake = self.wake  # a reply is ready: publish it now
+
+    def update_info(self, info: GatewayInfo) -> None:
+        """After a reload that kept this uplink: the new birth and device metadata go out on
+        the live connection (the connection and delivery state stay)."""
+        self.topics = TopicMap(self.cfg, info.gateway, info.devices)
+        self.build = MessageBuilder(self.cfg, info, self.topics)
+        self.info = info
+        self._announce_again = True
+        self.wake()
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -269,6 +279,7 @@ class MqttUplinkWorker(BrokerAnswers):
         if self.changes is not None:
             self.changes.reset()
         sent = 0
+        releases_seen = self.outbox.counters.clock_releases
         while not self._stop.is_set():
             alive = conn.loop(0.0 if sent or not inflight else 0.01)
             if self.commands is not None and self.commands.outgoing:
@@ -282,6 +293,13 @@ class MqttUplinkWorker(BrokerAnswers):
                 self.gate.rescan_started(now)
                 self.outbox.sync()  # acknowledgements so far are committed: they are not read again
                 q.rescan(inflight.values())
+            if self.outbox.counters.clock_releases != releases_seen:  # held readings got their UTC time
+                releases_seen = self.outbox.counters.clock_releases
+                self.outbox.sync()
+                q.rescan(inflight.values())
+            if self._announce_again:  # a reload changed the birth or the device metadata
+                self._announce_again = False
+                q.other.extend(self.build.announcements())
             self._queue_evictions(q, reader, inflight)
             self._fill(q, reader, conn, inflight, now)
             sent = self._hand_over(q, conn, inflight, now)
@@ -294,8 +312,9 @@ class MqttUplinkWorker(BrokerAnswers):
         """False when the connection is gone or stalled (paho never retransmits on a live one)."""
         cfg = self.cfg
         if not alive:
-            self._log_once(logging.WARNING, "lost", "uplink %s: connection to %s:%d lost", self.name,
-                           cfg.host, cfg.effective_port)
+            self._log_once(logging.WARNING, "lost", "uplink %s: connection to %s:%d lost; readings wait in the"
+                           " buffer, reconnecting every %.0fs..%.0fs", self.name, cfg.host, cfg.effective_port,
+                           cfg.reconnect_min, cfg.reconnect_max)
             self._lost_with(inflight, "connection dropped while it was in flight")
             return False
         if inflight:
