@@ -14,6 +14,10 @@ from drivers.reading import Reading
 
 from . import __version__
 from .config import LoadedConfig
+from .health.activity import DeviceActivity
+from .health.days import LocalDays
+from .health.publisher import HealthPublisher
+from .health.status import StatusSource
 from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
@@ -39,8 +43,9 @@ class Agent:
         cfg = loaded.config
         data_dir = loaded.data_dir
         self.data_dir = data_dir
+        self.days = LocalDays(cfg.gateway.timezone)
         self.outbox = Outbox(data_dir / "outbox.db", list(cfg.uplinks), max_bytes=cfg.buffer.max_bytes,
-                             commit_interval=cfg.buffer.commit_interval)
+                             commit_interval=cfg.buffer.commit_interval, day_of=self.days.day_of)
         self.buses, self.devices = build_devices(loaded)
         info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
                            int(time.time() * 1000), device_metadata(loaded))
@@ -52,8 +57,23 @@ class Agent:
             DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
             for dev_id, dev in self.devices.items()
         ]
+        self.activity = {p.device_id: DeviceActivity() for p in self.pollers}
+        self.status = StatusSource(cfg.gateway.id, {p.device_id: p for p in self.pollers}, self.activity,
+                                   {up.name: up for up in self.uplinks}, self.outbox, self.days)
+        self.control.register("status", lambda _req: self.status.snapshot())
+        self.health = HealthPublisher(self.status, cfg.health.interval, self.publish_health)
+        self.metrics = None
+        if cfg.metrics is not None:
+            from .health.metrics import MetricsServer  # prometheus-client only when asked for
+
+            self.metrics = MetricsServer(cfg.metrics.listen, self.status)
+
+    def publish_health(self, data: str) -> None:
+        for up in self.uplinks:
+            up.publish_health(data)
 
     def submit(self, reading: Reading) -> None:
+        self.activity[reading.device].note(reading)
         self.outbox.submit(reading)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -71,11 +91,16 @@ class Agent:
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
                  self.outbox.path)
         tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers]
+        tasks.append(asyncio.create_task(self.health.run(), name="health"))
+        if self.metrics is not None:
+            self.metrics.start()
         try:
             await stop.wait()
         finally:
             log.info("stopping: flushing the buffer")
             await self.control.close()
+            if self.metrics is not None:
+                self.metrics.stop()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

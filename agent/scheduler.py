@@ -51,6 +51,8 @@ class DevicePoller:
         self.last_status = "ok"
         self.polls = 0  # polls that reached the bus
         self.bad_points: dict[str, str] = {}
+        self.last_good_ms: int | None = None  # ts of the last reading with values (ok or partial)
+        self.last_error: tuple[int, str, str] | None = None  # (ts ms, status, reason) of the last failure
 
     async def poll_once(self, slot: float | None = None) -> Reading:
         """One scheduled poll; ``slot`` is its place on the schedule (monotonic seconds)."""
@@ -63,9 +65,13 @@ class DevicePoller:
             polled = await self.read()
         except DriverError as exc:
             self._failed(exc, now)
+            self.last_error = (ts, exc.status, str(exc))
             return Reading(self.device_id, ts, {}, exc.status)
         self._succeeded()
         self._note_bad_points(polled.errors)
+        self.last_good_ms = ts
+        if polled.errors:
+            self.last_error = (ts, "partial", ", ".join(f"{k}: {v}" for k, v in sorted(polled.errors.items())))
         return Reading(self.device_id, ts, polled.values, polled.status, polled.errors, polled.flags)
 
     def _note_bad_points(self, errors: dict[str, str]) -> None:
@@ -111,6 +117,13 @@ class DevicePoller:
             self.retry_at = now + self.backoff
             log.warning("device %s: offline after %d polls without an answer; retrying every %.0fs..%.0fs",
                         self.device_id, self.silent_polls, self.backoff_min, self.backoff_max)
+
+    @property
+    def state(self) -> str:
+        """``offline`` (backing off), ``degraded`` (failing, or some points bad) or ``ok``."""
+        if self.offline:
+            return "offline"
+        return "ok" if self.last_status == "ok" and not self.bad_points else "degraded"
 
     async def run(self) -> None:
         """Poll at a fixed rate; a late poll does not shift the schedule, missed slots are skipped."""

@@ -11,6 +11,8 @@ their own connections (:meth:`Outbox.reader`).
 The store is capped at ``max_bytes`` (WAL included) and at what the disk allows
 (:mod:`buffer.space`). When full, the oldest readings are evicted in chunks, counted, and
 the exact seq ranges each uplink lost are recorded for announcement (:mod:`buffer.eviction`).
+Given ``day_of``, the same transactions count readings polled and delivered per uplink per
+local day (:mod:`buffer.completeness`).
 When the disk cannot take a commit at all, readings wait in memory (bounded, counted when
 dropped) and the writer retries: it keeps running and never corrupts the file.
 """
@@ -32,6 +34,7 @@ from typing import Any
 
 from drivers.reading import Reading
 
+from .completeness import POLLED, DayOf, add_counts
 from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
 from .ranges import to_ranges
@@ -89,8 +92,10 @@ class Outbox:
         *,
         max_bytes: int = 256 * 1024 * 1024,
         commit_interval: float = 0.25,
+        day_of: DayOf | None = None,
     ) -> None:
         self.path = Path(path)
+        self.day_of = day_of
         self.max_bytes = max_bytes
         self.commit_interval = commit_interval
         self.counters = OutboxCounters()
@@ -351,14 +356,10 @@ class Outbox:
                 [(first + i, r.device, r.ts, r.status, values_json(r.values), self._mask,
                   _encode(r.errors) if r.errors else None, _encode(r.flags) if r.flags else None)
                  for i, r in enumerate(batch)])
+        if batch and self.day_of is not None:
+            add_counts(c, POLLED, ((r.device, r.ts, r.status) for r in batch), self.day_of)
         for bit, seqs in self._acks.items():
-            others = ~(1 << bit)
-            spans = to_ranges(seqs)
-            # readings nobody else waits for go at once; the rest lose this uplink's bit
-            c.executemany("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0",
-                          [(a, b, others) for a, b in spans])
-            c.executemany("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ? AND pending & ?",
-                          [(others, a, b, 1 << bit) for a, b in spans])
+            self._apply_acks(bit, seqs)
         for bit, ids in self._eacks.items():
             c.executemany("UPDATE evictions SET pending = pending & ? WHERE id = ?",
                           [(~(1 << bit), i) for i in ids])
@@ -386,6 +387,31 @@ class Outbox:
             self.counters.committed += len(batch)
             for cb in self._listeners:
                 cb(self.last_seq)
+
+    def _apply_acks(self, bit: int, seqs: list[int]) -> None:
+        """Clear ``bit`` on acknowledged readings (inside the commit's transaction); with
+        ``day_of``, count each reading whose bit this clears as delivered by that uplink."""
+        c = self._conn
+        others = ~(1 << bit)
+        spans = to_ranges(seqs)
+        if self.day_of is None:
+            # readings nobody else waits for go at once; the rest lose this uplink's bit
+            c.executemany("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0",
+                          [(a, b, others) for a, b in spans])
+            c.executemany("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ? AND pending & ?",
+                          [(others, a, b, 1 << bit) for a, b in spans])
+            return
+        delivered: list[tuple[str, int, str]] = []
+        for a, b in spans:
+            rows = c.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0"
+                             " RETURNING device, ts, status, pending", (a, b, others)).fetchall()
+            delivered += [(d, ts, st) for d, ts, st, pending in rows if pending & (1 << bit)]
+            delivered += c.execute("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ?"
+                                   " AND pending & ? RETURNING device, ts, status",
+                                   (others, a, b, 1 << bit)).fetchall()
+        names = {b: n for n, b in self.uplink_bits.items()}
+        if delivered and bit in names:
+            add_counts(c, names[bit], delivered, self.day_of)
 
     def _after_commit(self) -> None:
         """Housekeeping between commits: the page cap follows the disk, the WAL stays small."""

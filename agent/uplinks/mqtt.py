@@ -49,6 +49,8 @@ _NO_SEQS: list[int] = []
 @dataclass(slots=True)
 class UplinkStats:
     connected: bool = False
+    connected_since: int = 0  # epoch ms of the current connection, or of the loss of the last one
+    last_ack: int = 0  # epoch ms of the last success PUBACK for readings
     connects: int = 0
     messages: int = 0
     readings_acked: int = 0
@@ -129,6 +131,8 @@ class MqttUplinkWorker:
         self._window = 1
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
+        self._health: deque[str] = deque(maxlen=4)  # health payloads to publish (from the agent's loop)
+        self._last_health: str | None = None
         outbox.add_listener(lambda _seq: self._wake.set())
 
     def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
@@ -138,6 +142,13 @@ class MqttUplinkWorker:
             return
         self._logged.add(key)
         log.log(level, msg, *args)
+
+    def publish_health(self, data: str) -> None:
+        """Publish ``data`` retained on the health topic (thread-safe; the latest one is sent
+        again on each new connection)."""
+        if self.topics.health is not None:
+            self._health.append(data)
+            self._wake.set()
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +178,8 @@ class MqttUplinkWorker:
                     self.stats.errors += 1
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("uplink %s: unexpected error", self.name)
+                if self.stats.connected:
+                    self.stats.connected_since = int(time.time() * 1000)
                 self.stats.connected = False
                 healthy = connected and time.monotonic() - began >= HEALTHY_SESSION
                 attempt = 0 if healthy else attempt + 1
@@ -193,6 +206,7 @@ class MqttUplinkWorker:
                 self._retain = conn.retain
             self.stats.connects += 1
             self.stats.connected = True
+            self.stats.connected_since = int(time.time() * 1000)
             self.stats.last_error = ""
             self._logged = {k for k in self._logged if k.startswith("refused:")}
             log.info("uplink %s: connected to %s:%d (MQTT %s%s)", self.name, cfg.host, cfg.effective_port,
@@ -231,7 +245,14 @@ class MqttUplinkWorker:
         else:
             msgs += [_Msg("other", self.topics.meta(d), payload.device_meta(m), _NO_SEQS, retain=True)
                      for d, m in info.devices.items()]
+        if self._last_health is not None and self.topics.health is not None:
+            msgs.append(_Msg("other", self.topics.health, self._last_health, _NO_SEQS, retain=True))
         return msgs
+
+    def _take_health(self, ready: deque[_Msg]) -> None:
+        while self._health and self.topics.health is not None:
+            self._last_health = self._health.popleft()
+            ready.append(_Msg("other", self.topics.health, self._last_health, _NO_SEQS, retain=True))
 
     def _goodbye(self, conn: Connection, inflight: dict[int, _Msg]) -> None:
         """On stop: collect outstanding PUBACKs, then say offline (a clean DISCONNECT sends no will)."""
@@ -320,6 +341,7 @@ class MqttUplinkWorker:
         if acked:
             self.outbox.ack(self.name, acked)
             self.stats.readings_acked += len(acked)
+            self.stats.last_ack = int(time.time() * 1000)
 
     # -- messages the broker will not take for their size -----------------------------------
     def _payload_limit(self, conn: Connection) -> int:
@@ -429,6 +451,8 @@ class MqttUplinkWorker:
                               "last_seq": ev.last_seq, "count": ev.count, "reason": ev.reason, "at": ev.at}
                     ready_other.append(_Msg("eviction", self.topics.status, json.dumps(notice), _NO_SEQS,
                                             eviction_id=ev.id))
+            if self._health:
+                self._take_health(ready_other)
             # fill the ready queues from the buffer
             window = min(conn.window, self._window)
             if not ready_live and outbox.last_seq > live_cursor:

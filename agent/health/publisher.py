@@ -1,0 +1,60 @@
+"""The health topic: today's completeness, published retained every ``health.interval``,
+and the finished day's final counts just after local midnight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from buffer.database import connect_readonly
+
+from .completeness import day_report
+from .status import StatusSource
+
+log = logging.getLogger(__name__)
+
+AFTER_MIDNIGHT = 1.0  # seconds: the day's last readings are committed by then
+
+
+class HealthPublisher:
+    def __init__(self, source: StatusSource, interval: float, publish: Callable[[str], None]) -> None:
+        self.source = source
+        self.interval = interval
+        self.publish = publish
+
+    def payload(self, day: date, now_ms: int) -> dict[str, Any]:
+        src = self.source
+        conn = connect_readonly(src.outbox.path)
+        try:
+            report = day_report(conn, src.days, day, src.intervals(), list(src.uplinks), now_ms)
+        finally:
+            conn.close()
+        return {"gateway": src.gateway, **report}
+
+    async def publish_day(self, day: date) -> None:
+        now_ms = int(time.time() * 1000)
+        try:
+            body = await asyncio.to_thread(self.payload, day, now_ms)
+        except Exception as exc:  # a health message missed is not the daemon's end
+            log.warning("health: cannot read the completeness counts (%s); next try in %.0fs", exc, self.interval)
+            return
+        self.publish(json.dumps(body, separators=(",", ":")))
+
+    async def run(self) -> None:
+        days = self.source.days
+        current = days.today(int(time.time() * 1000))
+        while True:
+            now_ms = int(time.time() * 1000)
+            today = days.today(now_ms)
+            if today != current:
+                await self.publish_day(current)  # final: the day is over
+                current = today
+            await self.publish_day(today)
+            _, end = days.bounds(today)
+            to_midnight = (end - int(time.time() * 1000)) / 1000 + AFTER_MIDNIGHT
+            await asyncio.sleep(max(0.1, min(self.interval, to_midnight)))

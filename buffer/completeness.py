@@ -1,0 +1,72 @@
+"""Completeness counts: per device per local day, the readings polled and those each uplink
+delivered, with how many of them were valid (status ``ok``).
+
+They live in the outbox file's ``daily`` table, apart from the readings: a delivered reading
+leaves ``readings``, its count stays here. The outbox writer updates them in the same
+transaction as the readings or acknowledgements they count, so counting costs no commit and
+no fsync of its own, and a count never disagrees with the buffer (a crash keeps both or
+neither). A reading counts for the local day of its ``ts``; a delivery counts once per
+reading and uplink (the first success acknowledgement clears the uplink's bit; a duplicate
+sent again after a lost PUBACK finds it clear and is not counted twice).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+POLLED = ""  # the ``uplink`` column of the polled counts
+VALID_STATUS = "ok"
+
+DayOf = Callable[[int], str]  # epoch ms → local day "YYYY-MM-DD"
+
+_UPSERT = (
+    "INSERT INTO daily(day, device, uplink, readings, valid, first_ts) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(day, device, uplink) DO UPDATE SET readings = readings + excluded.readings,"
+    " valid = valid + excluded.valid, first_ts = min(first_ts, excluded.first_ts)"
+)
+
+
+@dataclass(slots=True)
+class Counts:
+    readings: int = 0
+    valid: int = 0
+    first_ts: int | None = None  # the earliest reading of the day (polled counts)
+
+
+def add_counts(conn: sqlite3.Connection, uplink: str, rows: Iterable[tuple[str, int, str]], day_of: DayOf) -> None:
+    """Count ``(device, ts, status)`` rows for ``uplink`` (:data:`POLLED` for the polled ones),
+    inside the caller's transaction."""
+    counts: dict[tuple[str, str], Counts] = {}
+    for device, ts, status in rows:
+        key = (day_of(ts), device)
+        c = counts.get(key)
+        if c is None:
+            c = counts[key] = Counts(first_ts=ts)
+        c.readings += 1
+        c.valid += status == VALID_STATUS
+        if c.first_ts is None or ts < c.first_ts:
+            c.first_ts = ts
+    if counts:
+        conn.executemany(_UPSERT, [(day, device, uplink, c.readings, c.valid, c.first_ts)
+                                   for (day, device), c in counts.items()])
+
+
+def read_day(conn: sqlite3.Connection, day: str) -> dict[str, dict[str, Counts]]:
+    """device → uplink (:data:`POLLED` for polled) → counts of one local day."""
+    out: dict[str, dict[str, Counts]] = {}
+    for device, uplink, readings, valid, first_ts in conn.execute(
+            "SELECT device, uplink, readings, valid, first_ts FROM daily WHERE day = ?", (day,)):
+        out.setdefault(device, {})[uplink] = Counts(readings, valid, first_ts)
+    return out
+
+
+def first_days(conn: sqlite3.Connection) -> dict[str, str]:
+    """device → the first local day it has polled readings on."""
+    return dict(conn.execute("SELECT device, min(day) FROM daily WHERE uplink = ? GROUP BY device", (POLLED,)))
+
+
+def days(conn: sqlite3.Connection) -> list[str]:
+    """Every local day with counts, oldest first."""
+    return [d for (d,) in conn.execute("SELECT DISTINCT day FROM daily ORDER BY day")]
