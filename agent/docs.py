@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 
 from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
 from .control.config import DeviceControl, Location, Schedule, Step
+from .health.settings import Health, Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "config" / "schema.json"
@@ -38,6 +39,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
      "Topic templates; `{prefix}`, `{gateway}`, `{device}` and `{profile}` are filled in."),
     ("buffer", Buffer, "The SQLite store-and-forward buffer."),
     ("logging", Logging, "Log output (to stderr; journald under systemd)."),
+    ("health", Health, "The completeness figures published retained on each native uplink's health topic"
+     " (see [operations.md](operations.md))."),
+    ("metrics", Metrics, "An optional Prometheus endpoint (prometheus-client, loaded only when this is set)."),
     ("schedules.<id>", Schedule, "A local lighting schedule, run by the gateway with or without an uplink."),
     ("schedules.<id>.location", Location, "Where the poles stand: sun times are computed for it (astral)."),
     ("schedules.<id>.steps[]", Step, "One step, every day: at a local time or a sun event, set these values."),

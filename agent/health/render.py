@@ -59,8 +59,11 @@ def _devices(st: dict[str, Any]) -> list[str]:
     for dev, d in st["devices"].items():
         err = d.get("last_error")
         why = f"{err['status']}: {err['reason']}" if err else "-"
-        lines.append(fit(f"{dev:<16} {d['state']:<9} {ago(d['last_ok_age']):<11} {d['polls_1h']:>8} "
-                         f"{d['errors_1h']:>6}  {why}"))
+        row = f"{dev:<16} {d['state']:<9} {ago(d['last_ok_age']):<11} {d['polls_1h']:>8} {d['errors_1h']:>6}  "
+        if len(row) + len(why) <= WIDTH:
+            lines.append(row + why)
+        else:  # a long reason gets a line of its own
+            lines += [row.rstrip(), fit(f"{'':<17}{why}")]
         if d["state"] == "offline":
             lines.append(fit(f"{'':<16} offline for {span(d['offline_for'])}; next try in {d['retry_in']:.0f}s"
                              f" (back-off {d['backoff']:.0f}s)"))

@@ -1,0 +1,78 @@
+"""Completeness as a platform counts it: expected readings from the interval on local days,
+and the counts the real outbox keeps per device, day and uplink (fake times, real SQLite)."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from agent.health.completeness import day_report
+from agent.health.days import LocalDays, expected_readings
+from buffer.database import connect_readonly
+from buffer.outbox import Outbox
+from drivers.reading import Reading
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def ms(text: str, tz: ZoneInfo = SHANGHAI) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=tz).timestamp() * 1000)
+
+
+def test_expected_readings_on_full_partial_and_daylight_saving_days() -> None:
+    days = LocalDays("Asia/Shanghai")
+    start, end = days.bounds(date(2026, 11, 28))
+    assert (end - start) == 86_400_000 and start == ms("2026-11-28T00:00:00")
+    after = ms("2026-11-29T08:00:00")
+    assert expected_readings(60, start, end, start - 1, after) == 1440  # a whole day at 1 min
+    assert expected_readings(7, start, end, start - 1, after) == math.ceil(86400 / 7)
+    # added at 10:00:05: 13 h 59 min 55 s of the day are left, a poll at the start of each minute
+    assert expected_readings(60, start, end, ms("2026-11-28T10:00:05"), after) == 840
+    # today, at noon, counting since midnight: the poll at 12:00:00 is not due yet
+    assert expected_readings(60, start, end, start, ms("2026-11-28T12:00:00")) == 720
+    assert expected_readings(60, start, end, start, ms("2026-11-28T12:00:00.001")) == 721
+    assert expected_readings(60, start, end, None, after) == 0  # never polled: nothing expected
+    assert expected_readings(60, start, end, ms("2026-11-29T01:00:00"), after) == 0
+    berlin = LocalDays("Europe/Berlin")  # the spring-forward day has 23 hours
+    b0, b1 = berlin.bounds(date(2026, 3, 29))
+    assert expected_readings(60, b0, b1, b0, b1 + 1) == 23 * 60
+
+
+def test_outbox_counts_polled_valid_and_delivered_per_uplink_and_local_day(tmp_path: Path) -> None:
+    days = LocalDays("Asia/Shanghai")
+    outbox = Outbox(tmp_path / "outbox.db", ["city", "bureau"], day_of=days.day_of)
+    outbox.start()
+    try:
+        # 23:59:50 .. 00:00:10 local: 10-s readings on both sides of midnight
+        times = [ms("2026-11-27T23:59:30") + 10_000 * i for i in range(6)]  # :30 :40 :50 | 00 :10 :20
+        statuses = ["ok", "timeout", "ok", "ok", "partial", "ok"]
+        for ts, status in zip(times, statuses, strict=True):
+            outbox.submit(Reading("dust-1", ts, {"pm2_5": 1} if status != "timeout" else {}, status))
+        outbox.submit(Reading("meter-1", ms("2026-11-28T09:00:00"), {"energy_import": 1.0}, "ok"))
+        assert outbox.sync()
+        outbox.ack("city", [1, 2, 3, 4, 5, 6, 7])
+        outbox.ack("city", [3, 4])  # a duplicate's PUBACK: already delivered, not counted again
+        outbox.ack("bureau", [4, 5])
+        assert outbox.sync()
+    finally:
+        outbox.close()
+    conn = connect_readonly(tmp_path / "outbox.db")
+    intervals = {"dust-1": 10.0, "meter-1": 60.0}
+    day1 = day_report(conn, days, date(2026, 11, 27), intervals, ["city", "bureau"], ms("2026-11-28T12:00:00"))
+    day2 = day_report(conn, days, date(2026, 11, 28), intervals, ["city", "bureau"], ms("2026-11-28T00:00:30"))
+    conn.close()
+    d1, d2 = day1["devices"]["dust-1"], day2["devices"]["dust-1"]
+    assert day1["final"] and not day2["final"]
+    # day 1: first reading 23:59:30, the day ends at 24:00: 3 expected, 3 polled (2 valid)
+    assert (d1["expected"], d1["received"], d1["valid"]) == (3, 3, 2)
+    assert d1["delivered"] == {"city": 3, "bureau": 0} and d1["delivered_valid"] == {"city": 2, "bureau": 0}
+    assert d1["transmission_rate"] == 1.0 and d1["effective_rate"] == round(2 / 3, 4)
+    # day 2 at 00:00:30: polls due at :00 :10 :20 — 3 expected; the partial one is not valid
+    assert (d2["expected"], d2["received"], d2["valid"]) == (3, 3, 2)
+    assert d2["delivered"] == {"city": 3, "bureau": 2} and d2["delivered_valid"] == {"city": 2, "bureau": 1}
+    assert d2["uplinks"]["bureau"] == {"transmission_rate": round(2 / 3, 4), "effective_rate": round(1 / 3, 4)}
+    # meter-1 first polled at 09:00 on day 2: nothing expected of it yet at 00:00:30
+    assert day2["devices"]["meter-1"]["expected"] == 0 and day2["devices"]["meter-1"]["transmission_rate"] is None
+    assert "meter-1" in day1["devices"] and day1["devices"]["meter-1"]["expected"] == 0
