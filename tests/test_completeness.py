@@ -3,6 +3,9 @@ and the counts the real outbox keeps per device, day and uplink (fake times, rea
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import math
 from datetime import date, datetime
 from pathlib import Path
@@ -10,9 +13,12 @@ from zoneinfo import ZoneInfo
 
 from agent.health.completeness import day_report
 from agent.health.days import LocalDays, expected_readings
+from agent.health.publisher import HealthPublisher
+from agent.health.status import StatusSource
+from agent.scheduler import DevicePoller
 from buffer.database import connect_readonly
 from buffer.outbox import Outbox
-from drivers.reading import Reading
+from drivers.reading import Polled, Reading
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -76,3 +82,45 @@ def test_outbox_counts_polled_valid_and_delivered_per_uplink_and_local_day(tmp_p
     # meter-1 first polled at 09:00 on day 2: nothing expected of it yet at 00:00:30
     assert day2["devices"]["meter-1"]["expected"] == 0 and day2["devices"]["meter-1"]["transmission_rate"] is None
     assert "meter-1" in day1["devices"] and day1["devices"]["meter-1"]["expected"] == 0
+
+
+def test_health_goes_out_every_interval_and_the_finished_day_just_after_midnight(tmp_path: Path) -> None:
+    """The publisher on a fake clock from 23:59:40 local: today's counts at once, the final counts
+    of the day that ended 1 s after midnight, then the new day's; a real outbox holds the counts."""
+    days = LocalDays("Asia/Shanghai")
+    outbox = Outbox(tmp_path / "outbox.db", ["central"], day_of=days.day_of)
+    outbox.start()
+    t0 = ms("2026-11-27T23:59:40")
+    for i in range(4):  # 23:59:40 .. 23:59:55, every 5 s
+        outbox.submit(Reading("dust-1", t0 + 5000 * i, {"pm2_5": 1}, "ok"))
+    outbox.submit(Reading("dust-1", ms("2026-11-28T00:00:00"), {"pm2_5": 1}, "ok"))
+    assert outbox.sync()
+    poller = DevicePoller("dust-1", _never_read, 5.0, lambda _r: None)
+    source = StatusSource("site-test", {"dust-1": poller}, {}, {}, outbox, days)
+    now = [t0 / 1000]
+    published: list[dict] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        if len(published) >= 4:
+            raise asyncio.CancelledError
+        now[0] += seconds
+
+    health = HealthPublisher(source, 30.0, lambda text: published.append(json.loads(text)),
+                             clock=lambda: now[0], sleep=fake_sleep)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(health.run())
+    finally:
+        outbox.close()
+    assert [(p["day"], p["final"]) for p in published] == [
+        ("2026-11-27", False), ("2026-11-27", True), ("2026-11-28", False), ("2026-11-28", False)]
+    final = published[1]["devices"]["dust-1"]
+    assert (final["expected"], final["received"], final["valid"]) == (4, 4, 4)
+    assert final["transmission_rate"] == 1.0 and published[1]["at"] == ms("2026-11-28T00:00:01")
+    # at 00:00:01 the poll due at 00:00:00 is in; 30 s later 7 polls were due, one came
+    assert published[2]["devices"]["dust-1"]["expected"] == 1
+    assert published[3]["devices"]["dust-1"]["expected"] == 7 and published[3]["devices"]["dust-1"]["received"] == 1
+
+
+async def _never_read() -> Polled:
+    raise AssertionError("not polled in this test")

@@ -4,13 +4,17 @@ a real mosquitto, simulated slaves on a pty RS-485 line, the agent as a process.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from agent.localbroker import LocalBroker, free_port
-from tests.helpers import AgentProcess, SimulatorThread, edge_agent, wait_for, write_config
+from tests.helpers import ROOT, AgentProcess, SimulatorThread, edge_agent, wait_for, write_config
 from tests.mqtt_support import retained
 
 pytestmark = pytest.mark.slow
@@ -45,6 +49,11 @@ def test_status_shows_a_dead_device_offline_and_a_live_one_ok(tmp_path: Path, br
         wait_for(lambda: status_json(cfg)["uplinks"]["central"]["last_ack"] is not None, 20, "an acknowledgement")
         st = status_json(cfg)
         text = edge_agent("status", "-c", str(cfg))
+        watch = subprocess.Popen([sys.executable, "-m", "agent.cli", "status", "-c", str(cfg), "--watch", "0.5"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        time.sleep(2.5)
+        watch.send_signal(signal.SIGINT)  # Ctrl-C
+        watched, watch_err = watch.communicate(timeout=10)
         health = retained(broker.port, "edge/site-test/health")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as resp:
             metrics = resp.read().decode()
@@ -86,7 +95,9 @@ def test_status_shows_a_dead_device_offline_and_a_live_one_ok(tmp_path: Path, br
     assert 'edge_agent_uplink_connected{uplink="central"} 1.0' in metrics
     assert "edge_agent_polls_total" in metrics and "edge_agent_completeness_readings" in metrics
     # with the daemon stopped: status says so (exit 1, no traceback); report still works
-    print(text.stdout)
+    # --watch redraws in place (cursor home, clear) until Ctrl-C, which ends it quietly
+    assert watched.count("\x1b[H\x1b[2J") >= 2 and watched.count("level-1") >= 2, watched
+    assert watch.returncode == 130 and "Traceback" not in watch_err, watch_err
     gone = edge_agent("status", "-c", str(cfg))
     assert gone.returncode == 1 and "no edge-agent is running" in gone.stderr and "Traceback" not in gone.stderr
     report = edge_agent("report", "-c", str(cfg))

@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
 
@@ -22,10 +22,17 @@ AFTER_MIDNIGHT = 1.0  # seconds: the day's last readings are committed by then
 
 
 class HealthPublisher:
-    def __init__(self, source: StatusSource, interval: float, publish: Callable[[str], None]) -> None:
+    def __init__(self, source: StatusSource, interval: float, publish: Callable[[str], None],
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.source = source
         self.interval = interval
         self.publish = publish
+        self.clock = clock  # the wall clock and the sleep: a test runs through midnight with fakes
+        self.sleep = sleep
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
 
     def payload(self, day: date, now_ms: int) -> dict[str, Any]:
         src = self.source
@@ -37,7 +44,7 @@ class HealthPublisher:
         return {"gateway": src.gateway, **report}
 
     async def publish_day(self, day: date) -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms = self._now_ms()
         try:
             body = await asyncio.to_thread(self.payload, day, now_ms)
         except Exception as exc:  # a health message missed is not the daemon's end
@@ -47,14 +54,14 @@ class HealthPublisher:
 
     async def run(self) -> None:
         days = self.source.days
-        current = days.today(int(time.time() * 1000))
+        current = days.today(self._now_ms())
         while True:
-            now_ms = int(time.time() * 1000)
+            now_ms = self._now_ms()
             today = days.today(now_ms)
             if today != current:
                 await self.publish_day(current)  # final: the day is over
                 current = today
             await self.publish_day(today)
             _, end = days.bounds(today)
-            to_midnight = (end - int(time.time() * 1000)) / 1000 + AFTER_MIDNIGHT
-            await asyncio.sleep(max(0.1, min(self.interval, to_midnight)))
+            to_midnight = (end - self._now_ms()) / 1000 + AFTER_MIDNIGHT
+            await self.sleep(max(0.1, min(self.interval, to_midnight)))

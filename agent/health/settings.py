@@ -22,7 +22,7 @@ class Health(Strict):
     @classmethod
     def _interval(cls, value: float) -> float:
         if not 10 <= value <= 86400:
-            raise ValueError(f"health.interval must be between 10s and 24h, not {value:g}s")
+            raise ValueError(f"must be between 10s and 24h, not {value:g}s")
         return value
 
 
@@ -38,7 +38,7 @@ def parse_listen(value: str) -> tuple[str, int]:
         except ValueError:
             raise ValueError(f"'{host}' is not an IP address (example: 127.0.0.1:9108)") from None
         if not loopback:
-            raise ValueError(f"metrics listen only on loopback (127.0.0.1 or ::1), not {host}: the endpoint"
+            raise ValueError(f"the metrics endpoint listens only on loopback (127.0.0.1 or ::1), not {host}: it"
                              " has no authentication; reach it through SSH or a local collector")
     return host, int(port)
 
