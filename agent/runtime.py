@@ -73,7 +73,9 @@ class Agent:
             up.publish_health(data)
 
     def submit(self, reading: Reading) -> None:
-        self.activity[reading.device].note(reading)
+        activity = self.activity.get(reading.device)
+        if activity is not None:
+            activity.note(reading)
         self.outbox.submit(reading)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
