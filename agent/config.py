@@ -21,6 +21,7 @@ from drivers.catalog import resolve_profile
 from drivers.profile import Profile
 from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_source, validate
 
+from .alarms.config import AlarmRule, ReportPoint, check_alarms
 from .control.config import CommandOptions, DeviceControl, Schedule, check_control, check_timezone
 from .health.settings import Health, Metrics
 from .units import Duration, Size
@@ -88,6 +89,9 @@ class Device(Strict):
     location: str | None = Field(None, description="published in the device's metadata")
     enabled: bool = Field(True, description="false: keep the entry but do not poll")
     control: DeviceControl | None = Field(None, description="writes allowed to this device (default: none)")
+    report: dict[str, ReportPoint] = Field(
+        default_factory=dict, description="report by exception per point (deadband, max_silence), for uplinks"
+                                          " with on_change: true")
 
     @model_validator(mode="after")
     def _address(self) -> Device:
@@ -189,6 +193,8 @@ class MqttUplink(Strict, CommandOptions):
         500, description="readings per message when catching up after an outage")
     backlog_rate: Annotated[float, Field(ge=0)] = Field(
         50000, description="backlog readings per second at most (0: unlimited)")
+    on_change: bool = Field(False, description="report by exception: only values that moved beyond their point's"
+                                               " deadband, plus a heartbeat every max_silence (devices.<id>.report)")
     reconnect_min: Duration = Field(1.0, description="first reconnect delay (exponential, with jitter)")
     reconnect_max: Duration = Field(60.0, description="longest reconnect delay")
 
@@ -248,6 +254,7 @@ class Config(Strict):
     buffer: Buffer = Field(default_factory=Buffer)
     logging: Logging = Field(default_factory=Logging)
     schedules: dict[Id, Schedule] = Field(default_factory=dict)
+    alarms: dict[Id, AlarmRule] = Field(default_factory=dict, description="edge alarms, evaluated on every reading")
     health: Health = Field(default_factory=Health, description="the retained health topic (completeness)")
     metrics: Metrics | None = Field(None, description="optional Prometheus endpoint on loopback (default: off)")
 
@@ -387,6 +394,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     base = Path(path).resolve().parent
     profiles, problems, warnings = _cross_check(cfg, source, base)
     problems += check_control(cfg, source, profiles, base)
+    problems += check_alarms(cfg, source, profiles)
     if problems:
         raise SourceError(problems, warnings)
     return LoadedConfig(cfg, Path(path), profiles, warnings, Path(path).read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from .alarms.config import AlarmRule, ReportPoint
 from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
 from .control.config import DeviceControl, Location, Schedule, Step
 from .health.settings import Health, Metrics
@@ -33,6 +34,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("devices.<id>", Device, "One field device: which bus, which address, which profile."),
     ("devices.<id>.control", DeviceControl,
      "Writes to the device: only the points listed in `allow` (writable in the profile) are ever written."),
+    ("devices.<id>.report.<point>", ReportPoint,
+     "Report by exception for one point: uplinks with `on_change: true` get its value only when it moved"
+     " beyond the deadband, or when none was sent for max_silence. The buffer still keeps every reading."),
     ("uplinks.<id> (type: mqtt)", MqttUplink, "One platform's MQTT broker."),
     ("uplinks.<id>.tls", Tls, "TLS settings of an uplink."),
     ("uplinks.<id>.topics", Topics,
@@ -42,6 +46,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("health", Health, "The completeness figures published retained on each native uplink's health topic"
      " (see [operations.md](operations.md))."),
     ("metrics", Metrics, "An optional Prometheus endpoint (prometheus-client, loaded only when this is set)."),
+    ("alarms.<id>", AlarmRule,
+     "An edge alarm on one point, evaluated on every reading with the uplink up or down: exactly one of"
+     " `above`, `below` (with `clear_at` for hysteresis), `rise` or `no_data`. A condition that holds for"
+     " `for` raises the alarm (an event, once); the fall past `clear_at` clears it (once). Events go to"
+     " `{prefix}/{gateway}/alarm/{device}`, the active set retained on `{prefix}/{gateway}/alarms`."),
     ("schedules.<id>", Schedule, "A local lighting schedule, run by the gateway with or without an uplink."),
     ("schedules.<id>.location", Location, "Where the poles stand: sun times are computed for it (astral)."),
     ("schedules.<id>.steps[]", Step, "One step, every day: at a local time or a sun event, set these values."),
@@ -56,7 +65,7 @@ def schema_text() -> str:
 
 
 def profile_schema_text() -> str:
-    """One JSON Schema for every protocol's profiles: ``protocol:`` picks the model (default modbus)."""
+    """One JSON Schema for every protocol's profiles: ``protocol:`` picks the model."""
     from drivers import protocols
 
     defs: dict[str, Any] = {}
@@ -67,18 +76,19 @@ def profile_schema_text() -> str:
         defs.update(schema.pop("$defs", {}))
         defs[model.__name__] = schema
         refs[name] = f"#/$defs/{model.__name__}"
-    choice: dict[str, Any] = {"$ref": refs["modbus"]}
+    choice: dict[str, Any] = {"$ref": refs[protocols.DEFAULT]}
     for name in sorted(refs, reverse=True):
-        if name != "modbus":
+        if name != protocols.DEFAULT:
             choice = {"if": {"properties": {"protocol": {"const": name}}, "required": ["protocol"]},
                       "then": {"$ref": refs[name]}, "else": choice}
     out: dict[str, Any] = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "edge-agent device profile",
         "description": "A device profile (drivers/profiles/<vendor>/<model>.yaml, or a file a config names). "
-                       "'protocol' picks the protocol's own profile and point model; without it, modbus.",
+                       f"'protocol' picks the protocol's own profile and point model; without it, "
+                       f"{protocols.DEFAULT}.",
         "type": "object",
-        "properties": {"protocol": {"enum": sorted(refs), "default": "modbus"}},
+        "properties": {"protocol": {"enum": sorted(refs), "default": protocols.DEFAULT}},
         **choice,
         "$defs": defs,
     }
@@ -89,9 +99,14 @@ def _field_type(field: FieldInfo) -> str:
     for meta in field.metadata:
         schema = getattr(meta, "json_schema", None)
         if isinstance(schema, dict) and "pattern" in schema:
-            kind = "duration" if "ms" in schema["pattern"] else "size"
+            kind = _pattern_kind(schema)
             return kind if field.is_required() or field.default is not None else f"{kind} or null"
     return _type_name(field.annotation)
+
+
+def _pattern_kind(schema: dict[str, Any]) -> str:
+    """A text value with a syntax of its own: its ``title``, else duration or size."""
+    return str(schema.get("title") or ("duration" if "ms" in schema["pattern"] else "size"))
 
 
 def _type_name(annotation: Any) -> str:
@@ -101,7 +116,7 @@ def _type_name(annotation: Any) -> str:
         for meta in args[1:]:
             schema = getattr(meta, "json_schema", None)
             if isinstance(schema, dict) and "pattern" in schema:
-                return "duration" if "ms" in schema["pattern"] else "size"
+                return _pattern_kind(schema)
         return _type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in get_args(annotation))
@@ -155,7 +170,7 @@ def reference_text() -> str:
         fields = sorted(model.model_fields.items(), key=lambda kv: kv[0] != "type")
         for name, field in fields:
             desc = (field.description or "").replace("|", "\\|")
-            out.append(f"| `{name}` | {_field_type(field)} | {_default(field)} | {desc} |")
+            out.append(f"| `{field.alias or name}` | {_field_type(field)} | {_default(field)} | {desc} |")
         out.append("")
     return "\n".join(out)
 

@@ -13,7 +13,12 @@ from buffer.outbox import Outbox
 from drivers.reading import Reading
 
 from . import __version__
+from .alarms.engine import STATE_KEY, AlarmEngine
+from .alarms.store import saved_state
 from .config import LoadedConfig
+from .control.audit import DB_NAME, AuditLog
+from .control.mqtt_commands import CommandPort
+from .control.service import ControlService
 from .health.activity import DeviceActivity
 from .health.days import LocalDays
 from .health.publisher import HealthPublisher
@@ -50,16 +55,34 @@ class Agent:
         info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
                            int(time.time() * 1000), device_metadata(loaded))
         base = loaded.file.resolve().parent
-        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base)
+        self.pollers = {
+            dev_id: DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
+            for dev_id, dev in self.devices.items()
+        }
+        reader = self.outbox.reader()
+        try:
+            saved = saved_state(reader.conn)
+        finally:
+            reader.close()
+        self.alarms = AlarmEngine(cfg.alarms, self._alarm_event, self._hasten, saved)
+        self.audit = AuditLog(data_dir / DB_NAME)
+        self.writes = ControlService(loaded, self.devices, self.audit)
+        self.writes.on_written = self._poll_now
+        self._extra_polls: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
+        # without rules the retained set is published only to clear one left from before
+        report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
+        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base, report=report,
+                                         alarms=self.alarms if cfg.alarms or saved else None,
+                                         commands=CommandPort(name, up, cfg.gateway.id, base, self.writes.command,
+                                                              loop) if up.commands else None)
                         for name, up in cfg.uplinks.items()]
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
-        self.pollers = [
-            DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
-            for dev_id, dev in self.devices.items()
-        ]
-        self.activity = {p.device_id: DeviceActivity() for p in self.pollers}
-        self.status = StatusSource(cfg.gateway.id, {p.device_id: p for p in self.pollers}, self.activity,
+        self.activity = {dev_id: DeviceActivity() for dev_id in self.pollers}
+        self.status = StatusSource(cfg.gateway.id, self.pollers, self.activity,
                                    {up.name: up for up in self.uplinks}, self.outbox, self.days)
+        if cfg.alarms:
+            self.status.add_section("alarms", self.alarms.active)
         self.control.register("status", lambda _req: self.status.snapshot())
         self.health = HealthPublisher(self.status, cfg.health.interval, self.publish_health)
         self.metrics = None
@@ -67,6 +90,22 @@ class Agent:
             from .health.metrics import MetricsServer  # prometheus-client only when asked for
 
             self.metrics = MetricsServer(cfg.metrics.listen, self.status)
+        self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
+                                                      "active": self.alarms.active()})
+        self.control.register("control.set", self.writes.handle_set)
+
+    def _poll_now(self, device: str) -> None:
+        """One extra reading right after a write, so the platform sees the new state."""
+        poller = self.pollers.get(device)
+        if poller is None:
+            return
+
+        async def poll() -> None:
+            self.submit(await poller.poll_once())
+
+        task = asyncio.get_running_loop().create_task(poll(), name=f"poll-after-write-{device}")
+        self._extra_polls.add(task)
+        task.add_done_callback(self._extra_polls.discard)
 
     def publish_health(self, data: str) -> None:
         for up in self.uplinks:
@@ -77,6 +116,15 @@ class Agent:
         if activity is not None:
             activity.note(reading)
         self.outbox.submit(reading)
+        self.alarms.feed(reading)
+
+    def _alarm_event(self, event: Reading, state: str) -> None:
+        self.outbox.submit_event(event, STATE_KEY, state)
+
+    def _hasten(self, device: str, interval: float | None) -> None:
+        poller = self.pollers.get(device)
+        if poller is not None:
+            poller.hasten(interval)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -92,7 +140,8 @@ class Agent:
         log.info("edge-agent %s: gateway %s, %d buses, %d devices, %d uplinks, buffer %s",
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
                  self.outbox.path)
-        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers]
+        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers.values()]
+        tasks.append(asyncio.create_task(self.writes.schedules.run(), name="schedules"))
         tasks.append(asyncio.create_task(self.health.run(), name="health"))
         if self.metrics is not None:
             self.metrics.start()
@@ -103,6 +152,7 @@ class Agent:
             await self.control.close()
             if self.metrics is not None:
                 self.metrics.stop()
+            tasks += self._extra_polls
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -112,3 +162,4 @@ class Agent:
             for up in self.uplinks:
                 up.stop()
             self.outbox.close()
+            self.audit.close()

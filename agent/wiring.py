@@ -12,10 +12,8 @@ from drivers.protocols import Bus, Device
 
 from .config import LoadedConfig, RtuOverTcpBus, SerialBus, TcpBus
 
-DEFAULT_PROTOCOL = "modbus"  # a bus with no enabled device yet
 
-
-def build_bus(name: str, bus: SerialBus | TcpBus | RtuOverTcpBus, protocol: str = DEFAULT_PROTOCOL) -> Bus:
+def build_bus(name: str, bus: SerialBus | TcpBus | RtuOverTcpBus, protocol: str = protocols.DEFAULT) -> Bus:
     """The single owner of one physical bus, speaking the protocol of its devices."""
     return protocols.get(protocol).open_bus(name, dict(bus))  # field values as validated (seconds, not "500ms")
 
@@ -33,7 +31,7 @@ def build_devices(loaded: LoadedConfig, only: str | None = None) -> tuple[dict[s
     """One bus object per configured bus (its single owner), one driver per enabled device."""
     cfg = loaded.config
     on_bus = bus_protocols(loaded)
-    buses = {name: build_bus(name, b, on_bus.get(name, DEFAULT_PROTOCOL)) for name, b in cfg.buses.items()}
+    buses = {name: build_bus(name, b, on_bus.get(name, protocols.DEFAULT)) for name, b in cfg.buses.items()}
     devices: dict[str, Device] = {}
     for dev_id, dev in cfg.devices.items():
         if not dev.enabled or (only is not None and dev_id != only):

@@ -102,10 +102,11 @@ def write_config(path: Path, data_dir: Path, sim_port: int, mqtt_port: int, devi
 
 
 def run_raw_modbus(sim_port: int, devices: int, seconds: float, warmup: float,
-                   plan: list[tuple[int, int, int]]) -> dict[str, Any]:
+                   plan: list[tuple[int, int, int]], interval: float = 1.0) -> dict[str, Any]:
     """The limit's figures, or ``{"error": ...}``: a failed limit must not hide the agent's figures."""
     cmd = python_cmd("-m", "bench.raw_modbus", "--port", str(sim_port), "--units", str(devices),
-                     "--seconds", str(seconds), "--warmup", str(warmup), "--plan", json.dumps(plan))
+                     "--seconds", str(seconds), "--warmup", str(warmup), "--plan", json.dumps(plan),
+                     "--interval", str(interval))
     try:
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + warmup + 30)
     except subprocess.TimeoutExpired as exc:

@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from .reader import ALARM_STATUS
+
 POLLED = ""  # the ``uplink`` column of the polled counts
 VALID_STATUS = "ok"
 
@@ -37,9 +39,11 @@ class Counts:
 
 def add_counts(conn: sqlite3.Connection, uplink: str, rows: Iterable[tuple[str, int, str]], day_of: DayOf) -> None:
     """Count ``(device, ts, status)`` rows for ``uplink`` (:data:`POLLED` for the polled ones),
-    inside the caller's transaction."""
+    inside the caller's transaction. Alarm events share the outbox but are no readings: skipped."""
     counts: dict[tuple[str, str], Counts] = {}
     for device, ts, status in rows:
+        if status == ALARM_STATUS:
+            continue
         key = (day_of(ts), device)
         c = counts.get(key)
         if c is None:

@@ -63,6 +63,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         4,
+        "alarm events: the history of raised and cleared alarms (delivery goes through readings)",
+        """
+        CREATE TABLE alarm_events (
+            seq    INTEGER PRIMARY KEY,
+            device TEXT    NOT NULL,
+            ts     INTEGER NOT NULL,
+            event  TEXT    NOT NULL
+        );
+        """,
+    ),
+    (
+        5,
         "completeness counts per device per local day: polled, and delivered per uplink",
         """
         CREATE TABLE daily (

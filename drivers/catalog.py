@@ -18,7 +18,7 @@ CATALOG_DIR = Path(__file__).parent / "profiles"
 def load_profile_file(path: str | Path) -> Profile:
     """Load and validate one profile file. Raises SourceError with located problems."""
     source = load_source(path)
-    name = source.data.get("protocol", "modbus") if isinstance(source.data, dict) else "modbus"
+    name = source.data.get("protocol", protocols.DEFAULT) if isinstance(source.data, dict) else protocols.DEFAULT
     try:
         protocol = protocols.get(str(name))
     except protocols.UnknownProtocol as exc:

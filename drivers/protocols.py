@@ -24,6 +24,7 @@ from .profile import ProfileBase
 from .reading import Polled, Value
 from .yamlsource import did_you_mean
 
+DEFAULT = "modbus"  # a profile without 'protocol:' is a Modbus profile
 # name → "module:attribute" of its ProtocolSpec
 PROTOCOLS: dict[str, str] = {
     "modbus": "drivers.modbus.protocol:MODBUS",
@@ -47,6 +48,11 @@ class Device(Interface):
     def plan(self) -> Sequence[object]: ...  # the requests one poll sends (shown by `once`)
 
     async def read(self) -> Polled: ...
+
+    async def write(self, values: Mapping[str, Value]) -> dict[str, Value]:
+        """Write point values and return them as read back; a protocol that does not write
+        raises WriteRefused without touching its bus, a failing bus a DriverError."""
+        ...
 
 
 class PlannedWrite(Interface):

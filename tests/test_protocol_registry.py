@@ -74,7 +74,7 @@ def test_the_agent_names_no_protocol() -> None:
     out = subprocess.run(["grep", "-rn", "dlt645\\|DLT645\\|modbus", str(AGENT)], capture_output=True, text=True).stdout
     code = [line for line in out.splitlines()
             if "/commands/probe.py:" not in line and "/commands/scan.py:" not in line]
-    allowed = ("pymodbus", "EPILOG", "help=", "--dlt645", "dlt645-agent", "\"dlt645\" (", "DEFAULT_PROTOCOL =",
+    allowed = ("pymodbus", "EPILOG", "help=", "--dlt645", "dlt645-agent", "\"dlt645\" (",
                "speeds = {\"modbus\"", "drivers/modbus/buslock.py", "edge-agent simulate")
     stray = [line for line in code if not any(a in line for a in allowed)]
     assert stray == []

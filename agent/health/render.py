@@ -17,6 +17,19 @@ KNOWN = {"gateway", "pid", "now", "started", "timezone", "devices", "uplinks", "
 SECTION_RENDERERS: dict[str, Callable[[Any], list[str]]] = {}
 
 
+def _alarms(active: list[dict[str, Any]]) -> list[str]:
+    """The raised alarms (the ``alarms`` section, present when rules are configured)."""
+    lines = [f"ALARMS  {len(active)} raised" if active else "ALARMS  none raised"]
+    for a in active:
+        since = datetime.fromtimestamp(a["since"] / 1000).strftime("%H:%M:%S") if a.get("since") else "?"
+        lines.append(fit(f"  {a['alarm']}: {a['device']}.{a['point']} = {a['value']} ({a['severity']},"
+                         f" threshold {a['threshold']}) since {since}"))
+    return lines
+
+
+SECTION_RENDERERS["alarms"] = _alarms
+
+
 def fit(line: str) -> str:
     return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
 

@@ -52,7 +52,8 @@ class StatusSource:
         self.sections[name] = provider
 
     def intervals(self) -> dict[str, float]:
-        return {dev: p.interval for dev, p in self.pollers.items()}
+        """Each device's configured interval (not an alarm's fast_poll): what a platform expects."""
+        return {dev: p.normal_interval for dev, p in self.pollers.items()}
 
     # -- without the database: cheap, from memory --------------------------------------------
     def device(self, dev: str, now_ms: int) -> dict[str, Any]:
