@@ -57,6 +57,29 @@ def add_counts(conn: sqlite3.Connection, uplink: str, rows: Iterable[tuple[str, 
                                    for (day, device), c in counts.items()])
 
 
+def apply_acks(conn: sqlite3.Connection, bit: int, spans: Iterable[tuple[int, int]], uplink: str | None,
+               day_of: DayOf | None) -> None:
+    """An uplink's success acknowledgements for the seq ``spans``: readings nobody else waits
+    for go at once, the rest lose the uplink's ``bit``. With ``uplink`` and ``day_of``, each
+    reading whose bit this clears counts as delivered by that uplink (RETURNING the rows: a
+    reading acknowledged twice is counted once)."""
+    others = ~(1 << bit)
+    if uplink is None or day_of is None:
+        conn.executemany("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0",
+                         [(a, b, others) for a, b in spans])
+        conn.executemany("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ? AND pending & ?",
+                         [(others, a, b, 1 << bit) for a, b in spans])
+        return
+    delivered: list[tuple[str, int, str]] = []
+    for a, b in spans:
+        rows = conn.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0"
+                            " RETURNING device, ts, status, pending", (a, b, others)).fetchall()
+        delivered += [(d, ts, st) for d, ts, st, pending in rows if pending & (1 << bit)]
+        delivered += conn.execute("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ?"
+                                  " AND pending & ? RETURNING device, ts, status", (others, a, b, 1 << bit)).fetchall()
+    add_counts(conn, uplink, delivered, day_of)
+
+
 def read_day(conn: sqlite3.Connection, day: str) -> dict[str, dict[str, Counts]]:
     """device → uplink (:data:`POLLED` for polled) → counts of one local day."""
     out: dict[str, dict[str, Counts]] = {}

@@ -33,7 +33,7 @@ from typing import Any
 
 from drivers.reading import Reading
 
-from .completeness import POLLED, DayOf, add_counts
+from .completeness import POLLED, DayOf, add_counts, apply_acks
 from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
 from .jsontext import values_json
@@ -402,27 +402,8 @@ class Outbox:
     def _apply_acks(self, bit: int, seqs: list[int]) -> None:
         """Clear ``bit`` on acknowledged readings (inside the commit's transaction); with
         ``day_of``, count each reading whose bit this clears as delivered by that uplink."""
-        c = self._conn
-        others = ~(1 << bit)
-        spans = to_ranges(seqs)
-        if self.day_of is None:
-            # readings nobody else waits for go at once; the rest lose this uplink's bit
-            c.executemany("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0",
-                          [(a, b, others) for a, b in spans])
-            c.executemany("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ? AND pending & ?",
-                          [(others, a, b, 1 << bit) for a, b in spans])
-            return
-        delivered: list[tuple[str, int, str]] = []
-        for a, b in spans:
-            rows = c.execute("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0"
-                             " RETURNING device, ts, status, pending", (a, b, others)).fetchall()
-            delivered += [(d, ts, st) for d, ts, st, pending in rows if pending & (1 << bit)]
-            delivered += c.execute("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ?"
-                                   " AND pending & ? RETURNING device, ts, status",
-                                   (others, a, b, 1 << bit)).fetchall()
         names = {b: n for n, b in self.uplink_bits.items()}
-        if delivered and bit in names:
-            add_counts(c, names[bit], delivered, self.day_of)
+        apply_acks(self._conn, bit, to_ranges(seqs), names.get(bit) if self.day_of else None, self.day_of)
 
     def _record_events(self, first: int, batch: list[Reading]) -> None:
         """Alarm events also go to their history table, which keeps the last ALARM_HISTORY."""

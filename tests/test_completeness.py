@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import math
+import sqlite3
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,6 +19,7 @@ from agent.health.status import StatusSource
 from agent.scheduler import DevicePoller
 from buffer.database import connect_readonly
 from buffer.outbox import Outbox
+from buffer.uplinkbits import rename_uplink
 from drivers.reading import Polled, Reading
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -82,6 +84,14 @@ def test_outbox_counts_polled_valid_and_delivered_per_uplink_and_local_day(tmp_p
     # meter-1 first polled at 09:00 on day 2: nothing expected of it yet at 00:00:30
     assert day2["devices"]["meter-1"]["expected"] == 0 and day2["devices"]["meter-1"]["transmission_rate"] is None
     assert "meter-1" in day1["devices"] and day1["devices"]["meter-1"]["expected"] == 0
+    # an uplink renamed in the buffer takes its delivered counts along
+    rw = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    rename_uplink(rw, "city", "city-ops")
+    rw.close()
+    conn = connect_readonly(tmp_path / "outbox.db")
+    again = day_report(conn, days, date(2026, 11, 28), intervals, ["city-ops", "bureau"], ms("2026-11-28T00:00:30"))
+    conn.close()
+    assert again["devices"]["dust-1"]["delivered"] == {"city-ops": 3, "bureau": 2}
 
 
 def test_health_goes_out_every_interval_and_the_finished_day_just_after_midnight(tmp_path: Path) -> None:
