@@ -7,6 +7,7 @@ register in :data:`SECTION_RENDERERS`, or else as one compact JSON line per entr
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -14,14 +15,15 @@ from zoneinfo import ZoneInfo
 
 WIDTH = 80
 KNOWN = {"gateway", "pid", "now", "started", "timezone", "devices", "uplinks", "buffer", "clock", "completeness"}
-SECTION_RENDERERS: dict[str, Callable[[Any], list[str]]] = {}
+# section name → renderer(section data, the gateway's time zone) → lines
+SECTION_RENDERERS: dict[str, Callable[[Any, ZoneInfo], list[str]]] = {}
 
 
-def _alarms(active: list[dict[str, Any]]) -> list[str]:
+def _alarms(active: list[dict[str, Any]], tz: ZoneInfo) -> list[str]:
     """The raised alarms (the ``alarms`` section, present when rules are configured)."""
     lines = [f"ALARMS  {len(active)} raised" if active else "ALARMS  none raised"]
     for a in active:
-        since = datetime.fromtimestamp(a["since"] / 1000).strftime("%H:%M:%S") if a.get("since") else "?"
+        since = _local(a["since"], tz) if a.get("since") else "?"
         lines.append(fit(f"  {a['alarm']}: {a['device']}.{a['point']} = {a['value']} ({a['severity']},"
                          f" threshold {a['threshold']}) since {since}"))
     return lines
@@ -32,6 +34,14 @@ SECTION_RENDERERS["alarms"] = _alarms
 
 def fit(line: str) -> str:
     return line if len(line) <= WIDTH else line[: WIDTH - 1] + "…"
+
+
+def wrapped(text: str, indent: int = 4, max_lines: int = 3) -> list[str]:
+    """A long reason on lines of its own, indented, at most ``max_lines``."""
+    lines = textwrap.wrap(text, WIDTH, initial_indent=" " * indent, subsequent_indent=" " * indent)
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], fit(" ".join(lines[max_lines - 1:]))]
+    return lines
 
 
 def ago(seconds: float | None) -> str:
@@ -76,7 +86,7 @@ def _devices(st: dict[str, Any]) -> list[str]:
         if len(row) + len(why) <= WIDTH:
             lines.append(row + why)
         else:  # a long reason gets a line of its own
-            lines += [row.rstrip(), fit(f"{'':<17}{why}")]
+            lines += [row.rstrip(), *wrapped(why)]
         if d["state"] == "offline":
             lines.append(fit(f"{'':<16} offline for {span(d['offline_for'])}; next try in {d['retry_in']:.0f}s"
                              f" (back-off {d['backoff']:.0f}s)"))
@@ -94,7 +104,7 @@ def _uplinks(st: dict[str, Any], tz: ZoneInfo) -> list[str]:
         lines.append(fit(f"{name:<16} {state:<17} {u.get('waiting', 0):>8} {oldest:>10} {ack:>10} "
                          f"{u['refused']:>8}"))
         if not u["connected"] and u.get("last_error"):
-            lines.append(fit(f"{'':<16} {u['last_error']}"))
+            lines += wrapped(u["last_error"])
     return lines
 
 
@@ -134,7 +144,7 @@ def status_text(st: dict[str, Any]) -> str:
         if name in KNOWN:
             continue
         render = SECTION_RENDERERS.get(name)
-        lines += ["", *(render(data) if render else _generic(name, data))]
+        lines += ["", *(render(data, tz) if render else _generic(name, data))]
     return "\n".join(lines)
 
 
