@@ -134,3 +134,29 @@ def test_health_goes_out_every_interval_and_the_finished_day_just_after_midnight
 
 async def _never_read() -> Polled:
     raise AssertionError("not polled in this test")
+
+
+def test_an_agent_started_after_midnight_publishes_the_day_it_missed_first(tmp_path: Path) -> None:
+    days = LocalDays("Asia/Shanghai")
+    outbox = Outbox(tmp_path / "outbox.db", ["central"], day_of=days.day_of)
+    outbox.start()
+    outbox.submit(Reading("dust-1", ms("2026-11-27T23:00:00"), {"pm2_5": 1}, "ok"))
+    assert outbox.sync()
+    source = StatusSource("site-test", {"dust-1": DevicePoller("dust-1", _never_read, 600.0, lambda _r: None)},
+                          {}, {}, outbox, days)
+    published: list[dict] = []
+
+    async def stop_after_first_round(_seconds: float) -> None:
+        raise asyncio.CancelledError
+
+    health = HealthPublisher(source, 300.0, lambda text: published.append(json.loads(text)),
+                             clock=lambda: ms("2026-11-28T08:00:00") / 1000, sleep=stop_after_first_round)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            asyncio.run(health.run())
+    finally:
+        outbox.close()
+    assert [(p["day"], p["final"]) for p in published] == [("2026-11-27", True), ("2026-11-28", False)]
+    # first reading at 23:00 with a 10-min interval: 6 expected, 1 received
+    missed = published[0]["devices"]["dust-1"]
+    assert (missed["expected"], missed["received"], missed["transmission_rate"]) == (6, 1, round(1 / 6, 4))

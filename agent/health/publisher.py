@@ -1,5 +1,6 @@
 """The health topic: today's completeness, published retained every ``health.interval``,
-and the finished day's final counts just after local midnight."""
+and the finished day's final counts just after local midnight — or, when the agent was not
+running then, when it starts (yesterday's figures, if it has any, before today's)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from buffer.database import connect_readonly
@@ -43,18 +44,22 @@ class HealthPublisher:
             conn.close()
         return {"gateway": src.gateway, **report}
 
-    async def publish_day(self, day: date) -> None:
+    async def publish_day(self, day: date, only_with_counts: bool = False) -> None:
         now_ms = self._now_ms()
         try:
             body = await asyncio.to_thread(self.payload, day, now_ms)
         except Exception as exc:  # a health message missed is not the daemon's end
             log.warning("health: cannot read the completeness counts (%s); next try in %.0fs", exc, self.interval)
             return
+        if only_with_counts and not any(d["received"] for d in body["devices"].values()):
+            return
         self.publish(json.dumps(body, separators=(",", ":")))
 
     async def run(self) -> None:
         days = self.source.days
         current = days.today(self._now_ms())
+        # the end of yesterday may have passed while the agent was stopped: its final figures now
+        await self.publish_day(current - timedelta(days=1), only_with_counts=True)
         while True:
             now_ms = self._now_ms()
             today = days.today(now_ms)
