@@ -7,12 +7,13 @@
 
 Both are computed for what the gateway polled (``received``/``valid``) and for what each
 uplink delivered (a success acknowledgement): the latter is what that platform sees. A rate
-is capped at 1 (a restart in the middle of an interval can add a poll) and is null while
-nothing is expected.
+is capped at 1 (a restart in the middle of an interval can add a poll), rounded down to
+4 decimals (1.0 only when nothing is missing) and null while nothing is expected.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import date
@@ -24,9 +25,10 @@ from .days import LocalDays, expected_readings
 
 
 def rate(part: int, expected: int) -> float | None:
+    """``part / expected`` rounded down to 4 decimals: 1.0 only when nothing is missing."""
     if expected <= 0:
         return None
-    return round(min(1.0, part / expected), 4)
+    return math.floor(min(1.0, part / expected) * 10_000) / 10_000
 
 
 def _device_day(counts: Mapping[str, Counts], expected: int | None, uplinks: Iterable[str],

@@ -7,6 +7,7 @@ register in :data:`SECTION_RENDERERS`, or else as one compact JSON line per entr
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from collections.abc import Callable
 from datetime import datetime
@@ -70,7 +71,7 @@ def size(n: float) -> str:
 
 
 def pct(r: float | None) -> str:
-    return "-" if r is None else f"{r * 100:.1f}%"
+    return "-" if r is None else f"{math.floor(r * 10_000) / 100:.2f}%"
 
 
 def _local(ms: int, tz: ZoneInfo, fmt: str = "%H:%M:%S") -> str:
@@ -88,7 +89,7 @@ def _devices(st: dict[str, Any]) -> list[str]:
         else:  # a long reason gets a line of its own
             lines += [row.rstrip(), *wrapped(why)]
         if d["state"] == "offline":
-            lines.append(fit(f"{'':<16} offline for {span(d['offline_for'])}; next try in {d['retry_in']:.0f}s"
+            lines.append(fit(f"    offline for {span(d['offline_for'])}; next try in {d['retry_in']:.0f}s"
                              f" (back-off {d['backoff']:.0f}s)"))
     return lines
 
