@@ -23,6 +23,7 @@ from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_
 
 from .alarms.config import AlarmRule, ReportPoint, check_alarms
 from .control.config import CommandOptions, DeviceControl, Schedule, check_control, check_timezone
+from .health.settings import Health, Metrics
 from .units import Duration, Size
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0  # a poll or retry period: 100 ms .. 1 day
@@ -141,13 +142,14 @@ class Topics(Strict):
     telemetry: str | None = Field(None, description="native: {prefix}/{gateway}/up/{device}")
     meta: str | None = Field(None, description="native: {prefix}/{gateway}/meta/{device} (retained)")
     status: str | None = Field(None, description="{prefix}/{gateway}/status (retained birth and will)")
+    health: str | None = Field(None, description="native: {prefix}/{gateway}/health (retained completeness)")
 
     @field_validator("telemetry", "meta")
     @classmethod
     def _device_topic(cls, value: str | None) -> str | None:
         return None if value is None else check_topic_template(value)
 
-    @field_validator("status")
+    @field_validator("status", "health")
     @classmethod
     def _status_topic(cls, value: str | None) -> str | None:
         return None if value is None else check_topic_template(value, ("prefix", "gateway"))
@@ -266,6 +268,8 @@ class Config(Strict):
     clock: Clock = Field(default_factory=Clock)
     schedules: dict[Id, Schedule] = Field(default_factory=dict)
     alarms: dict[Id, AlarmRule] = Field(default_factory=dict, description="edge alarms, evaluated on every reading")
+    health: Health = Field(default_factory=Health, description="the retained health topic (completeness)")
+    metrics: Metrics | None = Field(None, description="optional Prometheus endpoint on loopback (default: off)")
 
 
 def is_loopback(host: str) -> bool:

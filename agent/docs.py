@@ -31,6 +31,7 @@ from .config import (
     Topics,
 )
 from .control.config import DeviceControl, Location, Schedule, Step
+from .health.settings import Health, Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "config" / "schema.json"
@@ -58,6 +59,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("clock", Clock, "Time on a gateway without a real-time clock: until the system clock is known good (NTP"
                      " synchronised, or later than the last time the agent saw), readings are stamped from the"
                      " boot clock and held in the buffer; when it is, they get their UTC times and go out."),
+    ("health", Health, "The completeness figures published retained on each native uplink's health topic"
+     " (see [operations.md](operations.md))."),
+    ("metrics", Metrics, "An optional Prometheus endpoint (prometheus-client, loaded only when this is set)."),
     ("alarms.<id>", AlarmRule,
      "An edge alarm on one point, evaluated on every reading with the uplink up or down: exactly one of"
      " `above`, `below` (with `clear_at` for hysteresis), `rise` or `no_data`. A condition that holds for"

@@ -175,7 +175,9 @@ async def _apply_uplinks(agent: Agent, new: LoadedConfig, plan: ReloadPlan) -> N
         worker.start()
     for name in plan.kept_uplinks:
         agent.uplinks[name].update_info(info)
-    agent.uplinks = {name: agent.uplinks[name] for name in new.config.uplinks}
+    in_order = {name: agent.uplinks[name] for name in new.config.uplinks}
+    agent.uplinks.clear()  # the same dict: status and metrics hold it
+    agent.uplinks.update(in_order)
 
 
 async def _apply_devices(agent: Agent, new: LoadedConfig, plan: ReloadPlan) -> None:

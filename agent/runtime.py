@@ -22,6 +22,11 @@ from .config import LoadedConfig
 from .control.audit import DB_NAME, AuditLog
 from .control.mqtt_commands import CommandPort
 from .control.service import ControlService
+from .health.activity import DeviceActivity
+from .health.clock import clock_state
+from .health.days import LocalDays
+from .health.publisher import HealthPublisher
+from .health.status import StatusSource
 from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .sdnotify import Notifier
@@ -54,8 +59,9 @@ class Agent:
         self.data_dir = data_dir
         self.started_ms = int(time.time() * 1000)
         self.notifier = notifier or Notifier()
+        self.days = LocalDays(cfg.gateway.timezone)
         self.outbox = Outbox(data_dir / "outbox.db", list(cfg.uplinks), max_bytes=cfg.buffer.max_bytes,
-                             commit_interval=cfg.buffer.commit_interval)
+                             commit_interval=cfg.buffer.commit_interval, day_of=self.days.day_of)
         self.clock = ClockGuard(data_dir, cfg.clock.step, clock_source, on_good=self.outbox.release_held,
                                 on_bad=self.outbox.hold_from_now)
         self.buses: dict[str, Bus]
@@ -70,6 +76,7 @@ class Agent:
         self.alarms_published = bool(cfg.alarms or saved)  # else the retained set is never touched
         self.audit = AuditLog(data_dir / DB_NAME)
         self.pollers: dict[str, DevicePoller] = {}
+        self.activity: dict[str, DeviceActivity] = {}  # polls and errors in the last hour, per device
         self.poll_tasks: dict[str, asyncio.Task[None]] = {}
         for dev_id in self.devices:
             self.add_poller(dev_id)
@@ -79,6 +86,18 @@ class Agent:
         info = self.gateway_info(loaded)
         self.uplinks = {name: self.make_uplink(loaded, name, info) for name in cfg.uplinks}
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
+        self.status = StatusSource(cfg.gateway.id, self.pollers, self.activity, self.uplinks, self.outbox, self.days)
+        # the kernel's NTP state, and whether readings are held until the clock is known good
+        self.status.add_section("clock", lambda: {**clock_state(), **self.clock.state()})
+        if cfg.alarms:
+            self.status.add_section("alarms", self.alarms.active)
+        self.control.register("status", lambda _req: self.status.snapshot())
+        self.health = HealthPublisher(self.status, cfg.health.interval, self.publish_health)
+        self.metrics = None
+        if cfg.metrics is not None:
+            from .health.metrics import MetricsServer  # prometheus-client only when asked for
+
+            self.metrics = MetricsServer(cfg.metrics.listen, self.status)
         self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
                                                       "active": self.alarms.active()})
         self.control.register("control.set", self.writes.handle_set)
@@ -105,6 +124,7 @@ class Agent:
         poller = DevicePoller(dev_id, self.devices[dev_id].read, self.loaded.config.devices[dev_id].interval,
                               self.submit, stamp=self.clock.stamp)
         self.pollers[dev_id] = poller
+        self.activity.setdefault(dev_id, DeviceActivity())
         return poller
 
     def start_poller(self, dev_id: str) -> None:
@@ -115,6 +135,7 @@ class Agent:
         tasks = [self.poll_tasks.pop(d) for d in dev_ids if d in self.poll_tasks]
         for dev_id in dev_ids:
             self.pollers.pop(dev_id, None)
+            self.activity.pop(dev_id, None)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -132,7 +153,14 @@ class Agent:
         self._extra_polls.add(task)
         task.add_done_callback(self._extra_polls.discard)
 
+    def publish_health(self, data: str) -> None:
+        for up in self.uplinks.values():
+            up.publish_health(data)
+
     def submit(self, reading: Reading) -> None:
+        activity = self.activity.get(reading.device)
+        if activity is not None:
+            activity.note(reading)
         self.outbox.submit(reading)
         self.alarms.feed(reading)
 
@@ -183,6 +211,9 @@ class Agent:
         for dev_id in self.devices:
             self.start_poller(dev_id)
         self.spawn(self.writes.schedules.run(), "schedules")
+        self.spawn(self.health.run(), "health")
+        if self.metrics is not None:
+            self.metrics.start()
         self.notifier.ready(self.status_line())
         self.spawn(self.notifier.keep_alive(self.status_line), "systemd-keep-alive")
         try:
@@ -194,6 +225,8 @@ class Agent:
         log.info("stopping: flushing the buffer")
         self.notifier.stopping()
         await self.control.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         tasks = [*self._background, *self._extra_polls]
         for task in tasks:
             task.cancel()

@@ -58,6 +58,8 @@ class DevicePoller:
         self.last_status = "ok"
         self.polls = 0  # polls that reached the bus
         self.bad_points: dict[str, str] = {}
+        self.last_good_ms: int | None = None  # ts of the last reading with values (ok or partial)
+        self.last_error: tuple[int, str, str] | None = None  # (ts ms, status, reason) of the last failure
 
     def hasten(self, interval: float | None) -> None:
         """Poll every ``interval`` (an alarm's fast_poll) from the next slot on; None restores
@@ -82,11 +84,15 @@ class DevicePoller:
             log.debug("device %s: poll failed in %.0f ms: %s (%s)", self.device_id,
                       (time.perf_counter() - began) * 1000, exc.status, exc)
             self._failed(exc, now)
+            self.last_error = (ts, exc.status, str(exc))
             return Reading(self.device_id, ts, {}, exc.status, clock=clock)
         log.debug("device %s: poll %s in %.0f ms, %d values", self.device_id, polled.status,
                   (time.perf_counter() - began) * 1000, len(polled.values))
         self._succeeded()
         self._note_bad_points(polled.errors)
+        self.last_good_ms = ts
+        if polled.errors:
+            self.last_error = (ts, "partial", ", ".join(f"{k}: {v}" for k, v in sorted(polled.errors.items())))
         return Reading(self.device_id, ts, polled.values, polled.status, polled.errors, polled.flags, clock)
 
     def _note_bad_points(self, errors: dict[str, str]) -> None:
@@ -134,6 +140,13 @@ class DevicePoller:
             self.retry_at = now + self.backoff
             log.warning("device %s: offline after %d polls without an answer; retrying every %.0fs..%.0fs",
                         self.device_id, self.silent_polls, self.backoff_min, self.backoff_max)
+
+    @property
+    def state(self) -> str:
+        """``offline`` (backing off), ``degraded`` (failing, or some points bad) or ``ok``."""
+        if self.offline:
+            return "offline"
+        return "ok" if self.last_status == "ok" and not self.bad_points else "degraded"
 
     async def run(self) -> None:
         """Poll at a fixed rate; a late poll does not shift the schedule, missed slots are skipped."""

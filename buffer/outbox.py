@@ -11,6 +11,8 @@ their own connections (:meth:`Outbox.reader`).
 The store is capped at ``max_bytes`` (WAL included) and at what the disk allows
 (:mod:`buffer.space`). When full, the oldest readings are evicted in chunks, counted, and
 the exact seq ranges each uplink lost are recorded for announcement (:mod:`buffer.eviction`).
+Given ``day_of``, the same transactions count readings polled and delivered per uplink per
+local day (:mod:`buffer.completeness`).
 When the disk cannot take a commit at all, readings wait in memory (bounded, counted when
 dropped) and the writer retries: it keeps running and never corrupts the file.
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 from drivers.reading import Reading
 
 from .clockfix import ClockFix, note_held, release_held, stored_ts
+from .completeness import POLLED, DayOf, add_counts, apply_acks
 from .database import ResetInfo, is_corrupt, is_full, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS
 from .jsontext import values_json
@@ -78,8 +81,10 @@ class Outbox(Recovery):
         *,
         max_bytes: int = 256 * 1024 * 1024,
         commit_interval: float = 0.25,
+        day_of: DayOf | None = None,
     ) -> None:
         self.path = Path(path)
+        self.day_of = day_of
         self.max_bytes = max_bytes
         self.commit_interval = commit_interval
         self.counters = OutboxCounters()
@@ -417,14 +422,10 @@ class Outbox(Recovery):
         meta = self._meta if len(batch) == len(self._held) else {}  # with the last chunk of readings
         if meta:
             c.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", list(meta.items()))
+        if batch and self.day_of is not None:
+            add_counts(c, POLLED, ((r.device, r.ts, r.status) for r in batch), self.day_of)
         for bit, seqs in self._acks.items():
-            others = ~(1 << bit)
-            spans = to_ranges(seqs)
-            # readings nobody else waits for go at once; the rest lose this uplink's bit
-            c.executemany("DELETE FROM readings WHERE seq BETWEEN ? AND ? AND (pending & ?) = 0",
-                          [(a, b, others) for a, b in spans])
-            c.executemany("UPDATE readings SET pending = pending & ? WHERE seq BETWEEN ? AND ? AND pending & ?",
-                          [(others, a, b, 1 << bit) for a, b in spans])
+            self._apply_acks(bit, seqs)
         for bit, ids in self._eacks.items():
             c.executemany("UPDATE evictions SET pending = pending & ? WHERE id = ?",
                           [(~(1 << bit), i) for i in ids])
@@ -456,6 +457,12 @@ class Outbox(Recovery):
         if announce:  # new readings or new eviction records: sleeping uplinks have work
             for cb in self._listeners:
                 cb(self.last_seq)
+
+    def _apply_acks(self, bit: int, seqs: list[int]) -> None:
+        """Clear ``bit`` on acknowledged readings (inside the commit's transaction); with
+        ``day_of``, count each reading whose bit this clears as delivered by that uplink."""
+        names = {b: n for n, b in self.uplink_bits.items()}
+        apply_acks(self._conn, bit, to_ranges(seqs), names.get(bit) if self.day_of else None, self.day_of)
 
     def _record_events(self, first: int, batch: list[Reading]) -> None:
         """Alarm events also go to their history table, which keeps the last ALARM_HISTORY."""

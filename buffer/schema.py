@@ -73,6 +73,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        5,
+        "completeness counts per device per local day: polled, and delivered per uplink",
+        """
+        CREATE TABLE daily (
+            day      TEXT    NOT NULL,
+            device   TEXT    NOT NULL,
+            uplink   TEXT    NOT NULL,
+            readings INTEGER NOT NULL,
+            valid    INTEGER NOT NULL,
+            first_ts INTEGER,
+            PRIMARY KEY (day, device, uplink)
+        ) WITHOUT ROWID
+        """,
+    ),
 ]
 
 LATEST = max(v for v, _, _ in MIGRATIONS)

@@ -121,6 +121,9 @@ def rename_uplink(c: sqlite3.Connection, old: str, new: str) -> int:
     c.execute("BEGIN IMMEDIATE")
     c.execute("UPDATE uplinks SET name = ? WHERE name = ?", (new, old))
     c.execute("UPDATE evictions SET uplink = ? WHERE uplink = ?", (new, old))
+    if c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='daily'").fetchone():
+        # the platform's delivered counts go with it (a day already counted under `new` keeps both)
+        c.execute("UPDATE OR IGNORE daily SET uplink = ? WHERE uplink = ?", (new, old))
     c.execute("COMMIT")
     return waiting_for(c, known[old])
 

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "n
 DENY_DUST = """# anonymous clients: the platform reads everything, the gateway may not publish dust-1
 topic read edge/#
 topic write edge/site-test/status
+topic write edge/site-test/health
 topic write edge/site-test/meta/#
 topic write edge/site-test/up/meter-1
 """

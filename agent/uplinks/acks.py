@@ -11,6 +11,7 @@ still too large after a few sessions is set aside and announced as undeliverable
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from buffer.outbox import Outbox
@@ -81,6 +82,7 @@ class BrokerAnswers:
         if acked:
             self.outbox.ack(self.name, acked)
             self.stats.readings_acked += len(acked)
+            self.stats.last_ack = int(time.time() * 1000)
 
     def _payload_limit(self, conn: Connection) -> int:
         """The broker's announced Maximum Packet Size, or the size it was seen to refuse."""

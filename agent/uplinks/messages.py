@@ -97,6 +97,12 @@ class MessageBuilder:
             body = f'{{"seq":{r.seq},"ts":{r.ts},{r.vals[1:]}' if r.vals != "{}" else f'{{"seq":{r.seq},"ts":{r.ts}}}'
             queue.append(Message("alarm", self.alarm_topic + r.device, body, [r.seq]))
 
+    def health(self, body: str) -> Message | None:
+        """Completeness, retained on the health topic (none in a format without one)."""
+        if self.topics.health is None:
+            return None
+        return Message("other", self.topics.health, body, NO_SEQS, retain=True)
+
     def alarm_set(self, body: str) -> Message:
         return Message("other", self.alarms_topic, body, NO_SEQS, retain=True)
 

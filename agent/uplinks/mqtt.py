@@ -57,6 +57,8 @@ STOP_GRACE = 2.0  # on stop, wait this long for outstanding PUBACKs
 @dataclass(slots=True)
 class UplinkStats:
     connected: bool = False
+    connected_since: int = 0  # epoch ms of the current connection, or of the loss of the last one
+    last_ack: int = 0  # epoch ms of the last success PUBACK for readings
     connects: int = 0
     messages: int = 0
     readings_acked: int = 0
@@ -123,6 +125,8 @@ class MqttUplinkWorker(BrokerAnswers):
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
         self._announce_again = False
+        self._health: deque[str] = deque(maxlen=4)  # health payloads to publish (from the agent's loop)
+        self._last_health: str | None = None
         outbox.add_listener(lambda _seq: self.wake() if self._idle else None)
         if commands is not None:
             commands.wake = self.wake  # a reply is ready: publish it now
@@ -135,6 +139,23 @@ class MqttUplinkWorker(BrokerAnswers):
         self.info = info
         self._announce_again = True
         self.wake()
+
+    def publish_health(self, data: str) -> None:
+        """Publish ``data`` retained on the health topic (thread-safe; the latest one is sent
+        again on each new connection)."""
+        if self.topics.health is not None:
+            self._health.append(data)
+            self.wake()
+
+    def _queue_health(self, queue: deque[Message], again: bool = False) -> None:
+        """New health payloads from the agent (or, ``again``, the last one for a new session)."""
+        if again and self._last_health is not None and not self._health:
+            self._health.append(self._last_health)
+        while self._health:
+            self._last_health = self._health.popleft()
+            msg = self.build.health(self._last_health)
+            if msg is not None:
+                queue.append(msg)
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -172,6 +193,8 @@ class MqttUplinkWorker(BrokerAnswers):
                     self.stats.errors += 1
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("uplink %s: unexpected error", self.name)
+                if self.stats.connected:
+                    self.stats.connected_since = int(time.time() * 1000)
                 self.stats.connected = False
                 healthy = connected and time.monotonic() - began >= HEALTHY_SESSION
                 attempt = 0 if healthy else attempt + 1
@@ -198,6 +221,7 @@ class MqttUplinkWorker(BrokerAnswers):
                 self._retain = conn.retain
             self.stats.connects += 1
             self.stats.connected = True
+            self.stats.connected_since = int(time.time() * 1000)
             self.stats.last_error = ""
             self._logged = {k for k in self._logged if k.startswith("refused:")}
             if self.commands is not None:
@@ -276,6 +300,7 @@ class MqttUplinkWorker(BrokerAnswers):
         # alarm events first: those the buffer holds (raised while the link was down), then the active set
         self.build.alarm_events(reader.alarm_rows(self.bit, q.live_floor), q.alarm)
         q.alarms_shown = self._alarm_set(q.alarm, q.alarms_shown)
+        self._queue_health(q.other, again=True)
         if self.changes is not None:
             self.changes.reset()
         sent = 0
@@ -301,6 +326,8 @@ class MqttUplinkWorker(BrokerAnswers):
                 self._announce_again = False
                 q.other.extend(self.build.announcements())
             self._queue_evictions(q, reader, inflight)
+            if self._health:
+                self._queue_health(q.other)
             self._fill(q, reader, conn, inflight, now)
             sent = self._hand_over(q, conn, inflight, now)
             if sent < 0:

@@ -16,6 +16,7 @@ DEFAULT_TOPICS: dict[str, dict[str, str]] = {
         "telemetry": "{prefix}/{gateway}/up/{device}",
         "meta": "{prefix}/{gateway}/meta/{device}",
         "status": "{prefix}/{gateway}/status",
+        "health": "{prefix}/{gateway}/health",
     },
     # the ThingsBoard gateway API; the gateway's own status goes to its client attributes
     "thingsboard": {
@@ -34,6 +35,8 @@ class TopicMap:
         self._gateway = gateway
         self._profiles = {dev: str(meta.get("profile", "")) for dev, meta in devices.items()}
         self.status = self.render("status")
+        # completeness, retained; the ThingsBoard API has no place for it unless one is configured
+        self.health = self.render("health") if "health" in templates else None
         self._telemetry: dict[str, str] = {}
 
     def render(self, kind: str, device: str = "") -> str:

@@ -1,0 +1,1 @@
+"""Operations: live status, completeness as platforms count it, the health topic, metrics."""
