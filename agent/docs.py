@@ -17,6 +17,8 @@ from pydantic.fields import FieldInfo
 
 from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
 from .control.config import DeviceControl, Location, Schedule, Step
+from .uplinks.hj212.config import Hj212Uplink
+from .uplinks.hj212.factors import table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "config" / "schema.json"
@@ -35,6 +37,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("uplinks.<id>.tls", Tls, "TLS settings of an uplink."),
     ("uplinks.<id>.topics", Topics,
      "Topic templates; `{prefix}`, `{gateway}`, `{device}` and `{profile}` are filled in."),
+    ("uplinks.<id> (type: hj212)", Hj212Uplink,
+     "One environmental platform over HJ 212-2017 (the agent is the TCP client). Points go out under"
+     " these factor codes (`factors:` adds or changes codes; `units:` converts):\n\n" + table_markdown()),
     ("buffer", Buffer, "The SQLite store-and-forward buffer."),
     ("logging", Logging, "Log output (to stderr; journald under systemd)."),
     ("schedules.<id>", Schedule, "A local lighting schedule, run by the gateway with or without an uplink."),

@@ -13,7 +13,7 @@ from buffer.outbox import Outbox
 from drivers.reading import Reading
 
 from . import __version__
-from .config import LoadedConfig
+from .config import LoadedConfig, MqttUplink
 from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
@@ -46,7 +46,7 @@ class Agent:
                            int(time.time() * 1000), device_metadata(loaded))
         base = loaded.file.resolve().parent
         self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base)
-                        for name, up in cfg.uplinks.items()]
+                        for name, up in cfg.uplinks.items() if isinstance(up, MqttUplink)]
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
         self.pollers = [
             DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
