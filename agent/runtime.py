@@ -8,6 +8,7 @@ import hashlib
 import logging
 import signal
 import time
+from zoneinfo import ZoneInfo
 
 from buffer.outbox import Outbox
 from drivers.reading import Reading
@@ -16,6 +17,8 @@ from . import __version__
 from .config import LoadedConfig, MqttUplink
 from .ipc import ControlServer
 from .scheduler import DevicePoller
+from .uplinks.hj212.config import Hj212Uplink
+from .uplinks.hj212.worker import Hj212UplinkWorker
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
 from .wiring import build_devices, device_metadata
 
@@ -45,8 +48,14 @@ class Agent:
         info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
                            int(time.time() * 1000), device_metadata(loaded))
         base = loaded.file.resolve().parent
-        self.uplinks = [MqttUplinkWorker(name, up, info, self.outbox, base)
-                        for name, up in cfg.uplinks.items() if isinstance(up, MqttUplink)]
+        self.uplinks: list[MqttUplinkWorker | Hj212UplinkWorker] = [
+            MqttUplinkWorker(name, up, info, self.outbox, base)
+            for name, up in cfg.uplinks.items() if isinstance(up, MqttUplink)]
+        points = {dev: list(profile.points) for dev, profile in loaded.profiles.items()}
+        intervals = {dev: d.interval for dev, d in cfg.devices.items()}
+        tz = ZoneInfo(cfg.gateway.timezone)
+        self.uplinks += [Hj212UplinkWorker(name, up, self.outbox, data_dir, points, intervals, tz)
+                         for name, up in cfg.uplinks.items() if isinstance(up, Hj212Uplink)]
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
         self.pollers = [
             DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)

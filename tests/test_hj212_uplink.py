@@ -1,0 +1,175 @@
+"""The HJ 212 uplink in-process on real parts: a real SQLite outbox, the uplink's own
+SQLite store and a real TCP platform (agent.uplinks.hj212.platform) on loopback."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.uplinks.hj212.config import Hj212Uplink
+from agent.uplinks.hj212.frame import encode
+from agent.uplinks.hj212.platform import Hj212Platform
+from agent.uplinks.hj212.worker import Hj212UplinkWorker
+from buffer.outbox import Outbox
+from drivers.reading import Reading
+from tests.helpers import wait_for
+
+TZ = ZoneInfo("Asia/Shanghai")
+MN = "010000A8900016F000169DC0"
+POINTS = {"dust-1": ["pm10", "pm2_5", "temperature", "lamp_on"], "meter-1": ["voltage_l1"]}
+
+
+def uplink_cfg(port: int, **extra: object) -> Hj212Uplink:
+    return Hj212Uplink.model_validate({"type": "hj212", "host": "127.0.0.1", "port": port, "mn": MN,
+                                       "rtd_interval": 0.5, "min_interval": 10, "hourly": False, "daily": False,
+                                       "overtime": 1, "recount": 1, "reconnect_min": 0.1, "reconnect_max": 0.5,
+                                       "backlog_rate": 100, **extra})
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, platform: Hj212Platform, **extra: object) -> None:
+        self.tmp_path = tmp_path
+        self.outbox = Outbox(tmp_path / "outbox.db", ["env", "other"], commit_interval=0.01)
+        self.outbox.start()
+        self.cfg = uplink_cfg(platform.port, **extra)
+        self.worker = self.new_worker()
+
+    def new_worker(self) -> Hj212UplinkWorker:
+        return Hj212UplinkWorker("env", self.cfg, self.outbox, self.tmp_path, POINTS, {"dust-1": 1.0}, TZ)
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.outbox.close()
+
+
+@pytest.fixture
+def platform() -> Iterator[Hj212Platform]:
+    p = Hj212Platform().start()
+    yield p
+    p.stop()
+
+
+def period_start(now: float) -> int:
+    return int(now // 10 * 10) - 60  # a minute ago, on a 10 s boundary (Shanghai is a whole-hour offset)
+
+
+def test_minute_packets_carry_min_avg_max_and_flags_from_the_readings(tmp_path: Path,
+                                                                      platform: Hj212Platform) -> None:
+    rig = Rig(tmp_path, platform)
+    t0 = period_start(time.time())
+    # period 1: ten good polls, one pm10 over range → T for pm10, N for the rest
+    for i in range(10):
+        flags = {"pm10": "over_range"} if i == 3 else {}
+        rig.outbox.submit(Reading("dust-1", (t0 + i) * 1000, {"pm10": 100 + i, "pm2_5": 40 + i, "temperature": 20.5,
+                                                                "lamp_on": True}, flags=flags))
+    # period 2: six good polls of ten (D by the 75 % rule), four failed polls; temperature always failed (B)
+    for i in range(10):
+        ok = i < 6
+        rig.outbox.submit(Reading("dust-1", (t0 + 10 + i) * 1000, {"pm10": 50.0, "pm2_5": 10 + i} if ok else {},
+                                  status="partial" if ok else "timeout",
+                                  errors={"temperature": "exception_02"} if ok else {}))
+    rig.outbox.submit(Reading("meter-1", (t0 + 1) * 1000, {"voltage_l1": 230.0}))  # not carried
+    rig.worker.start()
+    try:
+        wait_for(lambda: len(platform.packets("2051")) >= 2, 10, "two minute packets")
+        wait_for(lambda: rig.worker.stats.waiting == 0, 5, "both answered")
+        # the readings left the outbox for this uplink only: the other uplink still has every one
+        rig.outbox.sync()
+        reader = rig.outbox.reader()
+        assert reader.fetch(rig.outbox.uplink_bits["env"], 0, None, 100) == []
+        assert len(reader.fetch(rig.outbox.uplink_bits["other"], 0, None, 100)) == 21
+        reader.close()
+    finally:
+        rig.close()
+    first, second = platform.packets("2051")[:2]
+    assert first.fields()["DataTime"] == time.strftime("%Y%m%d%H%M%S", time.gmtime(t0 + 8 * 3600))
+    f1 = first.fields()
+    assert (f1["a34002-Min"], f1["a34002-Avg"], f1["a34002-Max"], f1["a34002-Flag"]) == ("100", "104.5", "109", "T")
+    assert (f1["a34004-Min"], f1["a34004-Avg"], f1["a34004-Max"], f1["a34004-Flag"]) == ("40", "44.5", "49", "N")
+    assert (f1["a01001-Avg"], f1["a01001-Flag"]) == ("20.5", "N")
+    f2 = second.fields()
+    assert (f2["a34002-Avg"], f2["a34002-Flag"]) == ("50", "D")
+    assert (f2["a34004-Min"], f2["a34004-Max"]) == ("10", "15")
+    assert f2["a01001-Flag"] == "B" and "a01001-Avg" not in f2
+    assert not any(k.startswith("w") for k in f1)  # the meter's voltage is no dust factor
+    assert first.flag == 5 and first.st == "39" and first.mn == MN
+
+
+def test_garbage_bad_crc_and_truncated_frames_never_stop_the_uplink(tmp_path: Path,
+                                                                  platform: Hj212Platform) -> None:
+    rig = Rig(tmp_path, platform)
+    rig.outbox.submit(Reading("dust-1", int(time.time() * 1000), {"pm10": 80, "pm2_5": 30}))
+    rig.worker.start()
+    try:
+        wait_for(lambda: platform.packets("2011"), 5, "real-time data")
+        good = encode("QN=1;ST=32;CN=1061;PW=123456;MN=" + MN + ";Flag=5;CP=&&&&")
+        bad_crc = good[:-6] + b"0000\r\n"
+        platform.send_raw(b"\x00\xffgarbage")
+        platform.send_raw(bad_crc)
+        platform.send_raw(b"##0100QN=123;ST=32")  # truncated: cut short by the next frame
+        platform.send_raw(b"##zzzz\r\n")
+        answers = platform.request("1061")
+        assert [p.cn for p in answers] == ["9011", "1061", "9012"]
+        assert answers[1].fields()["RtdInterval"] == "0.5"
+        before = len(platform.packets("2011"))
+        wait_for(lambda: len(platform.packets("2011")) >= before + 3, 5, "real-time data goes on")
+    finally:
+        rig.close()
+    assert rig.worker.stats.connects == 1  # the link was never closed
+    assert rig.worker.stats.bad_frames >= 3
+    rtd = platform.packets("2011")[0].fields()
+    assert (rtd["a34002-Rtd"], rtd["a34002-Flag"], rtd["a34004-Rtd"]) == ("80", "N", "30")
+
+
+def test_platform_commands_answered_and_intervals_persisted(tmp_path: Path, platform: Hj212Platform) -> None:
+    rig = Rig(tmp_path, platform)
+    rig.worker.start()
+    try:
+        wait_for(lambda: platform.connected, 5, "the uplink to connect")
+        time.sleep(0.2)
+        platform.mn = MN
+        assert [p.cn for p in platform.request("1062", RtdInterval="30")] == ["9011", "9012"]
+        assert platform.request("1063")[1].fields()["MinInterval"] == "0.166667"
+        assert platform.request("1064", MinInterval="5")[-1].fields()["ExeRtn"] == "1"
+        assert platform.request("1000", OverTime="5", ReCount="2")[-1].fields()["ExeRtn"] == "1"
+        got = platform.request("1011")
+        assert len(got[1].fields()["SystemTime"]) == 14
+        assert platform.request("1012", SystemTime="20200101000000")[-1].fields()["ExeRtn"] == "3"  # not allowed
+        assert platform.request("2051", BeginTime="20000101000000", EndTime="20000102000000")[-1].fields() == {
+            "ExeRtn": "100"}
+        assert [p.cn for p in platform.request("2012")] == ["9013"]
+        platform.pw = "wrong!"
+        assert [(p.cn, p.fields()) for p in platform.request("1061")] == [("9011", {"QnRtn": "3"})]
+    finally:
+        rig.close()
+    rig.worker = rig.new_worker()
+    s = rig.worker.settings
+    assert (s.rtd_interval, s.min_interval, s.overtime, s.recount) == (30.0, 300.0, 5.0, 2)
+    rig.worker.store.close()
+
+
+def test_unanswered_packets_are_resent_then_the_link_reconnects(tmp_path: Path) -> None:
+    silent = Hj212Platform(answer=False).start()
+    rig = Rig(tmp_path, silent, overtime=0.3, recount=1, realtime=False)
+    t0 = period_start(time.time())
+    for i in range(3):
+        rig.outbox.submit(Reading("dust-1", (t0 + i) * 1000, {"pm10": 70}))
+    rig.worker.start()
+    try:
+        wait_for(lambda: rig.worker.stats.connects >= 2, 10, "a reconnect after no answers")
+        sent = silent.packets("2051")
+        assert len(sent) >= 2 and sent[0].qn == sent[1].qn  # the same packet sent again, same QN
+        assert rig.worker.stats.waiting == 1
+        silent.answer = True
+        wait_for(lambda: rig.worker.stats.waiting == 0, 10, "the stored packet answered")
+    finally:
+        rig.close()
+        silent.stop()
+    qns = {p.qn for p in silent.packets("2051")}
+    assert len(qns) >= 2  # each new link sends it with a fresh QN
+    assert {p.fields()["DataTime"] for p in silent.packets("2051")} == {
+        time.strftime("%Y%m%d%H%M%S", time.gmtime(t0 + 8 * 3600))}
