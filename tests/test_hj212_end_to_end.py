@@ -3,6 +3,7 @@ beside an MQTT broker carrying the same readings: what each platform sees must a
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from agent.uplinks.hj212.factors import FACTORS
 from agent.uplinks.hj212.packet import Packet
 from agent.uplinks.hj212.platform import Hj212Platform
 from tests.helpers import AgentProcess, Collector, Received, SimulatorThread, wait_for, write_config
+from tests.test_hj212_frame import appendix_a
 
 pytestmark = pytest.mark.slow  # real processes, a broker, a simulator
 
@@ -99,7 +101,7 @@ def test_realtime_and_minute_packets_match_the_polled_readings(tmp_path: Path, b
     rtd = platform.packets("2011")
     assert len(rtd) >= 8
     arrivals = [r.at for r in platform.received if r.packet.cn == "2011"]
-    assert statistics.fmean(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) == pytest.approx(2, abs=0.3)
+    assert statistics.fmean(b - a for a, b in itertools.pairwise(arrivals)) == pytest.approx(2, abs=0.3)
     for pkt in rtd:
         fields = pkt.fields()
         reading = by_second[epoch_of(fields["DataTime"])]
@@ -116,6 +118,17 @@ def test_realtime_and_minute_packets_match_the_polled_readings(tmp_path: Path, b
         assert_minute_matches(pkt, readings, 10)
     assert [p.fields()["a34002-Flag"] for p in minutes[1:]] == ["N"] * (len(minutes) - 1)  # full periods
     assert len({p.fields()["DataTime"] for p in minutes}) == len(minutes)
+    assert_frames_pass_appendix_a(bytes(platform.stream), len(platform.received))
+
+
+def assert_frames_pass_appendix_a(stream: bytes, count: int) -> None:
+    """Every frame the agent sent, checked with the test's own Appendix A CRC and length."""
+    frames = stream.split(b"\r\n")
+    assert frames[-1] == b"" and len(frames) - 1 == count
+    for frame in frames[:-1]:
+        data = frame[6:-4]
+        assert frame[:2] == b"##" and int(frame[2:6]) == len(data), frame
+        assert frame[-4:] == b"%04X" % appendix_a(data), frame
 
 
 def test_outage_loses_no_minute_packet_and_history_answers_the_same(tmp_path: Path, broker: LocalBroker,

@@ -34,6 +34,7 @@ class Hj212Platform:
         self.mn, self.pw = mn, pw
         self.received: list[Received] = []
         self.bad: list[FrameError] = []
+        self.stream = bytearray()  # every byte received, as it came (for checks of the frames themselves)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._server = socket.create_server((host, port), reuse_port=False)
@@ -100,6 +101,8 @@ class Hj212Platform:
                 data = conn.recv(65536)
                 if not data:
                     break
+                with self._lock:
+                    self.stream += data
                 for item in reader.feed(data):
                     self._handle(conn, item)
         except OSError:
