@@ -195,6 +195,7 @@ class Hj212UplinkWorker:
         self._connected_at = time.monotonic()
         self._logged.clear()
         self._inflight.clear()
+        self._next_rtd = 0.0
         log.info("hj212 %s: connected to %s:%d (MN %s); %d stored packets to send", self.name, cfg.host,
                  cfg.port, cfg.mn, self.store.count_unanswered())
 
@@ -267,7 +268,7 @@ class Hj212UplinkWorker:
         if not self._check_overtime(mono):
             return
         rtd = self.settings.rtd_interval
-        if self.settings.realtime and now >= self._next_rtd:
+        if self.settings.realtime and now >= self._next_rtd and self._latest:  # first one as soon as there is data
             self._next_rtd = (now // rtd + 1) * rtd
             self._send_realtime()
         rate = self.cfg.backlog_rate
@@ -286,8 +287,6 @@ class Hj212UplinkWorker:
             self._tokens -= 1
 
     def _send_realtime(self) -> None:
-        if not self._latest:
-            return
         taken = max(ts for ts, _ in self._latest.values())
         values: dict[str, tuple[float | None, str]] = {}
         for _ts, reading in self._latest.values():
