@@ -50,17 +50,27 @@ class Hj212Store:
         self.path = path
         self.conn = connect(path)
         self.conn.executescript(SCHEMA)
+        # this object is the file's only writer: settings are read once and written through
+        self._pending_meta: dict[str, Any] = {}
+        self._meta: dict[str, Any] = {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
 
     def close(self) -> None:
         self.conn.close()
 
     # -- settings ---------------------------------------------------------------------
     def meta(self, key: str) -> Any:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return self._meta.get(key)
 
     def set_meta(self, key: str, value: Any) -> None:
+        """Written at once, or with the transaction it is part of (kept in memory only on commit)."""
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+        self._pending_meta[key] = value
+        if not self.conn.in_transaction:
+            self._commit_meta()
+
+    def _commit_meta(self) -> None:
+        self._meta.update(self._pending_meta)
+        self._pending_meta.clear()
 
     @property
     def folded_seq(self) -> int:
@@ -70,58 +80,73 @@ class Hj212Store:
     def fold(self, last_seq: int, readings: Iterable[tuple[str, list[Sample], dict[str, int]]],
              spans: dict[str, float]) -> int:
         """One transaction: each reading ``(device, samples, {cn: period start})`` added to
-        its open periods; readings of a period already closed are left out (counted).
-        Returns how many period entries were late."""
-        c = self.conn
+        its open periods (summed in memory first: one statement per period and factor);
+        readings of a period already closed are left out. Returns how many were late."""
         closed = {cn: int(self.meta(f"closed:{cn}") or 0) for cn in spans}
         late = 0
+        polls: dict[tuple[str, int, str], int] = {}
+        acc: dict[tuple[str, int, str], list[Any]] = {}
+        for device, reading, starts in readings:
+            for cn, start in starts.items():
+                if start < closed[cn]:
+                    late += 1
+                    continue
+                key = (cn, start, device)
+                polls[key] = polls.get(key, 0) + 1
+                for s in reading:
+                    _add(acc, (cn, start, s.point.code), s)
+        c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            for device, reading, starts in readings:
-                for cn, start in starts.items():
-                    if start < closed[cn]:
-                        late += 1
-                        continue
-                    c.execute("INSERT INTO polls(cn, start, span, device, readings) VALUES (?, ?, ?, ?, 1)"
-                              " ON CONFLICT(cn, start, device) DO UPDATE SET readings = readings + 1",
-                              (cn, start, spans[cn], device))
-                    c.executemany(
-                        "INSERT INTO acc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT(cn, start, code) DO UPDATE SET n_values = n_values + excluded.n_values,"
-                        " n_valid = n_valid + excluded.n_valid, n_over = n_over + excluded.n_over,"
-                        " n_failed = n_failed + excluded.n_failed,"
-                        " lo = coalesce(min(lo, excluded.lo), lo, excluded.lo),"
-                        " hi = coalesce(max(hi, excluded.hi), hi, excluded.hi), total = total + excluded.total",
-                        [_acc_row(cn, start, s) for s in reading])
+            c.executemany("INSERT INTO polls(cn, start, span, device, readings) VALUES (?, ?, ?, ?, ?)"
+                          " ON CONFLICT(cn, start, device) DO UPDATE SET readings = readings + excluded.readings",
+                          [(cn, start, spans[cn], device, n) for (cn, start, device), n in polls.items()])
+            c.executemany(
+                "INSERT INTO acc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(cn, start, code) DO UPDATE SET n_values = n_values + excluded.n_values,"
+                " n_valid = n_valid + excluded.n_valid, n_over = n_over + excluded.n_over,"
+                " n_failed = n_failed + excluded.n_failed,"
+                " lo = coalesce(min(lo, excluded.lo), lo, excluded.lo),"
+                " hi = coalesce(max(hi, excluded.hi), hi, excluded.hi), total = total + excluded.total",
+                [(*key, *row) for key, row in acc.items()])
             self.set_meta("folded_seq", last_seq)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
+            self._pending_meta.clear()
             raise
+        self._commit_meta()
         return late
 
     # -- closing periods -------------------------------------------------------------------
     def close_due(self, now: float, grace: float, intervals: dict[str, float]) -> list[Stored]:
-        """Every open period that ended ``grace`` seconds before ``now`` becomes a packet."""
+        """Every open period that ended ``grace`` seconds before ``now`` becomes a packet (one transaction)."""
         c = self.conn
         due = c.execute("SELECT DISTINCT cn, start, span FROM polls WHERE start + span + ? <= ? ORDER BY start, cn",
                         (grace, now)).fetchall()
+        if not due:
+            return []
         made: list[Stored] = []
-        for cn, start, span in due:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+        closed: dict[str, int] = {}
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for cn, start, span in due:
                 values = self._period_values(cn, start, span, intervals)
                 cur = c.execute("INSERT OR IGNORE INTO packets(cn, start, vals) VALUES (?, ?, ?)",
                                 (cn, start, json.dumps(values)))
                 c.execute("DELETE FROM acc WHERE cn = ? AND start = ?", (cn, start))
                 c.execute("DELETE FROM polls WHERE cn = ? AND start = ?", (cn, start))
-                self.set_meta(f"closed:{cn}", max(int(start + span), int(self.meta(f"closed:{cn}") or 0)))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            if cur.rowcount:
-                made.append(Stored(int(cur.lastrowid or 0), cn, start, values))
+                closed[cn] = max(int(start + span), closed.get(cn, 0), int(self.meta(f"closed:{cn}") or 0))
+                if cur.rowcount:
+                    made.append(Stored(int(cur.lastrowid or 0), cn, start, values))
+            for cn, end in closed.items():
+                self.set_meta(f"closed:{cn}", end)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            self._pending_meta.clear()
+            raise
+        self._commit_meta()
         return made
 
     def _period_values(self, cn: str, start: int, span: float, intervals: dict[str, float]) -> dict[str, Stats]:
@@ -166,10 +191,21 @@ class Hj212Store:
         return lost
 
 
-def _acc_row(cn: str, start: int, s: Sample) -> tuple[Any, ...]:
-    has = s.value is not None
-    return (cn, start, s.point.code, s.point.device, s.point.scale, int(has), int(has and not s.over_range),
-            int(has and s.over_range), int(not has), s.value, s.value, s.value if has else 0.0)
+def _add(acc: dict[tuple[str, int, str], list[Any]], key: tuple[str, int, str], s: Sample) -> None:
+    """Sample ``s`` into the in-memory sums of ``key``: [device, scale, n_values, n_valid,
+    n_over, n_failed, lo, hi, total]."""
+    row = acc.get(key)
+    if row is None:
+        row = acc[key] = [s.point.device, s.point.scale, 0, 0, 0, 0, None, None, 0.0]
+    v = s.value
+    if v is None:
+        row[5] += 1
+        return
+    row[2] += 1
+    row[4 if s.over_range else 3] += 1
+    row[6] = v if row[6] is None else min(row[6], v)
+    row[7] = v if row[7] is None else max(row[7], v)
+    row[8] += v
 
 
 def _stored(row: tuple[Any, ...]) -> Stored:

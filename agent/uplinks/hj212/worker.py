@@ -74,7 +74,7 @@ class Hj212UplinkWorker:
         self.store = Hj212Store(data_dir / f"hj212-{name}.db")
         self.settings = Settings.load(cfg, self.store)
         self.commands = Commands(name, cfg, self.settings, self.store, tz)
-        self.stats = Hj212Stats()
+        self.stats = Hj212Stats(waiting=self.store.count_unanswered())
         self.link: Link | None = None
         self._latest: dict[str, tuple[int, list[Sample]]] = {}  # device → (ts ms, samples)
         self._inflight: dict[str, _Sent] = {}
@@ -177,7 +177,8 @@ class Hj212UplinkWorker:
             log.debug("hj212 %s: CN=%s period %s closed", self.name, packet.cn, local(packet.start, self.tz))
         if made:
             self.store.prune(int(now) - self.cfg.keep_days * 86400)
-        self.stats.waiting = self.store.count_unanswered() if made or not self.stats.waiting else self.stats.waiting
+        if made:
+            self.stats.waiting = self.store.count_unanswered()
 
     # -- the link --------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -261,8 +262,9 @@ class Hj212UplinkWorker:
         self.stats.packets_sent += 1
         if pkt.wants_answer and pkt.qn is not None:
             self._inflight[pkt.qn] = _Sent(segment, time.monotonic(), 1, packet_id)
-        elif packet_id is not None:
+        elif packet_id is not None:  # no answer asked for (ack: false): sent is done
             self.store.answered([packet_id])
+            self.stats.waiting = max(0, self.stats.waiting - 1)
 
     def _send_due(self, now: float, mono: float) -> None:
         if not self._check_overtime(mono):
@@ -275,7 +277,7 @@ class Hj212UplinkWorker:
         self._tokens = min(max(1.0, rate), self._tokens + (mono - self._last_refill) * rate)
         self._last_refill = mono
         waiting = [s.packet_id for s in self._inflight.values() if s.packet_id is not None]
-        room = min(STORED_WINDOW - len(waiting), int(self._tokens))
+        room = min(STORED_WINDOW - len(waiting), int(self._tokens), self.stats.waiting - len(waiting))
         if room <= 0:
             return
         cfg = self.cfg
