@@ -173,3 +173,49 @@ def test_unanswered_packets_are_resent_then_the_link_reconnects(tmp_path: Path) 
     assert len(qns) >= 2  # each new link sends it with a fresh QN
     assert {p.fields()["DataTime"] for p in silent.packets("2051")} == {
         time.strftime("%Y%m%d%H%M%S", time.gmtime(t0 + 8 * 3600))}
+
+
+class CrashBeforeAck(Outbox):
+    """An outbox whose acknowledgements never reach the disk: the process died after the
+    uplink committed its aggregates and before the buffer committed the acknowledgement."""
+
+    def ack(self, uplink: str, seqs: list[int]) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_a_restart_loses_no_reading_and_counts_none_twice(tmp_path: Path) -> None:
+    platform = Hj212Platform(answer=True).start()
+    cfg = uplink_cfg(platform.port, realtime=False, min_interval=2)
+    start = int(time.time() // 2 * 2) + 2  # the next period: still open while the first process runs
+    box = CrashBeforeAck(tmp_path / "outbox.db", ["env"], commit_interval=0.01)
+    box.start()
+    for i in range(5):  # half the period's polls (0.2 s apart): D by the 75 % rule if none is counted twice
+        box.submit(Reading("dust-1", start * 1000 + i * 200, {"pm10": 60 + i}))
+    box.sync()
+    polls = {"dust-1": 0.2}
+    first = Hj212UplinkWorker("env", cfg, box, tmp_path, POINTS, polls, TZ)
+    first.start()
+    try:
+        wait_for(lambda: first.store.folded_seq == 5, 5, "the readings folded")
+    finally:
+        first.stop()
+        box.close()
+    assert platform.packets("2051") == []  # the period had not ended
+    box = Outbox(tmp_path / "outbox.db", ["env"], commit_interval=0.01)  # the restarted process
+    box.start()
+    second = Hj212UplinkWorker("env", cfg, box, tmp_path, POINTS, polls, TZ)
+    second.start()
+    try:
+        wait_for(lambda: platform.packets("2051"), start + 5 - time.time(), "the period's packet")
+        box.sync()
+        reader = box.reader()
+        wait_for(lambda: reader.fetch(box.uplink_bits["env"], 0, None, 10) == [], 5, "the readings acknowledged")
+        reader.close()
+    finally:
+        second.stop()
+        box.close()
+        platform.stop()
+    fields = platform.packets("2051")[0].fields()
+    assert (fields["a34002-Min"], fields["a34002-Avg"], fields["a34002-Max"]) == ("60", "62", "64")
+    assert fields["a34002-Flag"] == "D"  # five readings of ten, not ten

@@ -79,6 +79,7 @@ class Hj212UplinkWorker:
         self._latest: dict[str, tuple[int, list[Sample]]] = {}  # device → (ts ms, samples)
         self._inflight: dict[str, _Sent] = {}
         self._cursor = 0
+        self._evictions_seen = -1
         self._attempt = 0
         self._next_connect = 0.0
         self._connected_at = 0.0
@@ -147,7 +148,23 @@ class Hj212UplinkWorker:
             self._drop_link(str(exc))
 
     # -- readings in ---------------------------------------------------------------------
+    def _evictions(self, reader: OutboxReader) -> None:
+        """Readings the buffer evicted (full) before this uplink folded them: their periods
+        fall short (D by the 75 % rule); said once per eviction, then marked announced."""
+        if self.outbox.counters.eviction_records == self._evictions_seen:
+            return
+        self._evictions_seen = self.outbox.counters.eviction_records
+        self.outbox.sync()
+        events = reader.evictions(self.bit)
+        for ev in events:
+            log.warning("hj212 %s: the buffer dropped %d readings (seq %d..%d: %s) before this uplink took them;"
+                        " their periods are short of readings", self.name, ev.count, ev.first_seq, ev.last_seq,
+                        ev.reason)
+        if events:
+            self.outbox.ack_evictions(self.name, [ev.id for ev in events])
+
     def _ingest(self, reader: OutboxReader) -> None:
+        self._evictions(reader)
         span_by_cn = spans(self.settings.min_interval, self.cfg.hourly, self.cfg.daily)
         for _ in range(10):
             rows = reader.fetch(self.bit, self._cursor, None, FETCH)
@@ -176,7 +193,10 @@ class Hj212UplinkWorker:
         for packet in made:
             log.debug("hj212 %s: CN=%s period %s closed", self.name, packet.cn, local(packet.start, self.tz))
         if made:
-            self.store.prune(int(now) - self.cfg.keep_days * 86400)
+            lost = self.store.prune(int(now) - self.cfg.keep_days * 86400)
+            if lost:
+                log.error("hj212 %s: %d stored packets older than keep_days (%d) were never answered; dropped",
+                          self.name, lost, self.cfg.keep_days)
         if made:
             self.stats.waiting = self.store.count_unanswered()
 
