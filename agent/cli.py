@@ -202,9 +202,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             print(f"edge-agent simulate: cannot serve Modbus TCP on {args.tcp}: {trouble}", file=sys.stderr)
             return 1
     try:
-        asyncio.run(serve(plan, pty_dir=args.pty_dir, tcp=args.tcp, baudrate=args.baudrate,
-                          emulate_timing=args.emulate_timing, ready_file=args.ready_file,
-                          dlt645_baudrate=args.dlt645_baudrate, dlt645_parity=args.dlt645_parity))
+        speeds = {"modbus": (args.baudrate, "N"), "dlt645": (args.dlt645_baudrate, args.dlt645_parity)}
+        asyncio.run(serve(plan, pty_dir=args.pty_dir, tcp=args.tcp, emulate_timing=args.emulate_timing,
+                          ready_file=args.ready_file, speeds=speeds))
     except RuntimeError as exc:  # pymodbus: "Could not start listen" (the port was taken meanwhile)
         print(f"edge-agent simulate: {exc}", file=sys.stderr)
         return 1

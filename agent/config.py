@@ -16,11 +16,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from drivers import protocols
 from drivers.catalog import resolve_profile
-from drivers.dlt645.codec import address_bytes
 from drivers.profile import Profile
 from drivers.yamlsource import Problem, Source, SourceError, did_you_mean, load_source, validate
 
+from .alarms.config import AlarmRule, ReportPoint, check_alarms
 from .control.config import CommandOptions, DeviceControl, Schedule, check_control, check_timezone
 from .units import Duration, Size
 from .uplinks.hj212.config import Hj212Uplink
@@ -88,6 +89,9 @@ class Device(Strict):
     location: str | None = Field(None, description="published in the device's metadata")
     enabled: bool = Field(True, description="false: keep the entry but do not poll")
     control: DeviceControl | None = Field(None, description="writes allowed to this device (default: none)")
+    report: dict[str, ReportPoint] = Field(
+        default_factory=dict, description="report by exception per point (deadband, max_silence), for uplinks"
+                                          " with on_change: true")
 
     @model_validator(mode="after")
     def _address(self) -> Device:
@@ -188,6 +192,8 @@ class MqttUplink(Strict, CommandOptions):
         500, description="readings per message when catching up after an outage")
     backlog_rate: Annotated[float, Field(ge=0)] = Field(
         50000, description="backlog readings per second at most (0: unlimited)")
+    on_change: bool = Field(False, description="report by exception: only values that moved beyond their point's"
+                                               " deadband, plus a heartbeat every max_silence (devices.<id>.report)")
     reconnect_min: Duration = Field(1.0, description="first reconnect delay (exponential, with jitter)")
     reconnect_max: Duration = Field(60.0, description="longest reconnect delay")
 
@@ -247,6 +253,7 @@ class Config(Strict):
     buffer: Buffer = Field(default_factory=Buffer)
     logging: Logging = Field(default_factory=Logging)
     schedules: dict[Id, Schedule] = Field(default_factory=dict)
+    alarms: dict[Id, AlarmRule] = Field(default_factory=dict, description="edge alarms, evaluated on every reading")
 
 
 def is_loopback(host: str) -> bool:
@@ -302,22 +309,19 @@ def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Pro
             problems.extend(exc.problems)
             continue
         profiles[dev_id] = profile
-        if profile.protocol == "modbus" and dev.unit is None:
-            problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.unit",
-                                    f"profile {profile.name} is Modbus: 'unit' is required"))
-        if profile.protocol == "dlt645":
-            if dev.address is None:
-                problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.address",
-                                        f"profile {profile.name} is DL/T 645: 'address' is required"))
-            else:
-                try:
-                    address_bytes(dev.address)
-                except ValueError as exc:
-                    problems.append(Problem(f, source.line_of((*path, "address")), f"devices.{dev_id}.address",
-                                            str(exc)))
-            if bus is not None and bus.type != "serial":
-                problems.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
-                                        "DL/T 645 meters need a serial bus"))
+        protocol = protocols.of(profile)
+        key = protocol.address_key
+        if getattr(dev, key) is None:
+            problems.append(Problem(f, source.line_of(path), f"devices.{dev_id}.{key}",
+                                    f"profile {profile.name} is {protocol.title}: '{key}' is required"))
+        else:
+            trouble = protocol.check_address(getattr(dev, key))
+            if trouble:
+                problems.append(Problem(f, source.line_of((*path, key)), f"devices.{dev_id}.{key}", trouble))
+        if bus is not None and bus.type not in protocol.bus_types:
+            problems.append(Problem(f, source.line_of((*path, "bus")), f"devices.{dev_id}.bus",
+                                    f"{protocol.title} devices need a bus of type "
+                                    f"{' or '.join(sorted(protocol.bus_types))}, not {bus.type}"))
         if bus is not None:
             other = bus_protocol.setdefault(dev.bus, (profile.protocol, dev_id))
             if other[0] != profile.protocol:
@@ -407,6 +411,7 @@ def load_config(path: str | Path) -> LoadedConfig:
     base = Path(path).resolve().parent
     profiles, problems, warnings = _cross_check(cfg, source, base)
     problems += check_control(cfg, source, profiles, base)
+    problems += check_alarms(cfg, source, profiles)
     if problems:
         raise SourceError(problems, warnings)
     return LoadedConfig(cfg, Path(path), profiles, warnings, Path(path).read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from .alarms.config import AlarmRule, ReportPoint
 from .config import Buffer, Config, Device, Gateway, Logging, MqttUplink, RtuOverTcpBus, SerialBus, TcpBus, Tls, Topics
 from .control.config import DeviceControl, Location, Schedule, Step
 from .uplinks.hj212.config import Hj212Uplink
@@ -22,6 +23,7 @@ from .uplinks.hj212.factors import table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "config" / "schema.json"
+PROFILE_SCHEMA_PATH = ROOT / "config" / "profile-schema.json"
 REFERENCE_PATH = ROOT / "docs" / "config-reference.md"
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
@@ -33,6 +35,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("devices.<id>", Device, "One field device: which bus, which address, which profile."),
     ("devices.<id>.control", DeviceControl,
      "Writes to the device: only the points listed in `allow` (writable in the profile) are ever written."),
+    ("devices.<id>.report.<point>", ReportPoint,
+     "Report by exception for one point: uplinks with `on_change: true` get its value only when it moved"
+     " beyond the deadband, or when none was sent for max_silence. The buffer still keeps every reading."),
     ("uplinks.<id> (type: mqtt)", MqttUplink, "One platform's MQTT broker."),
     ("uplinks.<id>.tls", Tls, "TLS settings of an uplink."),
     ("uplinks.<id>.topics", Topics,
@@ -42,6 +47,11 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
      " these factor codes (`factors:` adds or changes codes; `units:` converts):\n\n" + table_markdown()),
     ("buffer", Buffer, "The SQLite store-and-forward buffer."),
     ("logging", Logging, "Log output (to stderr; journald under systemd)."),
+    ("alarms.<id>", AlarmRule,
+     "An edge alarm on one point, evaluated on every reading with the uplink up or down: exactly one of"
+     " `above`, `below` (with `clear_at` for hysteresis), `rise` or `no_data`. A condition that holds for"
+     " `for` raises the alarm (an event, once); the fall past `clear_at` clears it (once). Events go to"
+     " `{prefix}/{gateway}/alarm/{device}`, the active set retained on `{prefix}/{gateway}/alarms`."),
     ("schedules.<id>", Schedule, "A local lighting schedule, run by the gateway with or without an uplink."),
     ("schedules.<id>.location", Location, "Where the poles stand: sun times are computed for it (astral)."),
     ("schedules.<id>.steps[]", Step, "One step, every day: at a local time or a sun event, set these values."),
@@ -55,13 +65,49 @@ def schema_text() -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
+def profile_schema_text() -> str:
+    """One JSON Schema for every protocol's profiles: ``protocol:`` picks the model."""
+    from drivers import protocols
+
+    defs: dict[str, Any] = {}
+    refs: dict[str, str] = {}
+    for name in protocols.names():
+        model = protocols.get(name).profile_model
+        schema = model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+        refs[name] = f"#/$defs/{model.__name__}"
+    choice: dict[str, Any] = {"$ref": refs[protocols.DEFAULT]}
+    for name in sorted(refs, reverse=True):
+        if name != protocols.DEFAULT:
+            choice = {"if": {"properties": {"protocol": {"const": name}}, "required": ["protocol"]},
+                      "then": {"$ref": refs[name]}, "else": choice}
+    out: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "edge-agent device profile",
+        "description": "A device profile (drivers/profiles/<vendor>/<model>.yaml, or a file a config names). "
+                       f"'protocol' picks the protocol's own profile and point model; without it, "
+                       f"{protocols.DEFAULT}.",
+        "type": "object",
+        "properties": {"protocol": {"enum": sorted(refs), "default": protocols.DEFAULT}},
+        **choice,
+        "$defs": defs,
+    }
+    return json.dumps(out, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
 def _field_type(field: FieldInfo) -> str:
     for meta in field.metadata:
         schema = getattr(meta, "json_schema", None)
         if isinstance(schema, dict) and "pattern" in schema:
-            kind = "duration" if "ms" in schema["pattern"] else "size"
+            kind = _pattern_kind(schema)
             return kind if field.is_required() or field.default is not None else f"{kind} or null"
     return _type_name(field.annotation)
+
+
+def _pattern_kind(schema: dict[str, Any]) -> str:
+    """A text value with a syntax of its own: its ``title``, else duration or size."""
+    return str(schema.get("title") or ("duration" if "ms" in schema["pattern"] else "size"))
 
 
 def _type_name(annotation: Any) -> str:
@@ -71,7 +117,7 @@ def _type_name(annotation: Any) -> str:
         for meta in args[1:]:
             schema = getattr(meta, "json_schema", None)
             if isinstance(schema, dict) and "pattern" in schema:
-                return "duration" if "ms" in schema["pattern"] else "size"
+                return _pattern_kind(schema)
         return _type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in get_args(annotation))
@@ -125,14 +171,15 @@ def reference_text() -> str:
         fields = sorted(model.model_fields.items(), key=lambda kv: kv[0] != "type")
         for name, field in fields:
             desc = (field.description or "").replace("|", "\\|")
-            out.append(f"| `{name}` | {_field_type(field)} | {_default(field)} | {desc} |")
+            out.append(f"| `{field.alias or name}` | {_field_type(field)} | {_default(field)} | {desc} |")
         out.append("")
     return "\n".join(out)
 
 
 def write_all() -> list[Path]:
     written = []
-    for path, text in ((SCHEMA_PATH, schema_text()), (REFERENCE_PATH, reference_text())):
+    for path, text in ((SCHEMA_PATH, schema_text()), (REFERENCE_PATH, reference_text()),
+                       (PROFILE_SCHEMA_PATH, profile_schema_text())):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)

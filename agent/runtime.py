@@ -14,6 +14,8 @@ from buffer.outbox import Outbox
 from drivers.reading import Reading
 
 from . import __version__
+from .alarms.engine import STATE_KEY, AlarmEngine
+from .alarms.store import saved_state
 from .config import LoadedConfig, MqttUplink
 from .ipc import ControlServer
 from .scheduler import DevicePoller
@@ -48,8 +50,21 @@ class Agent:
         info = GatewayInfo(cfg.gateway.id, __version__, config_hash(loaded.text),
                            int(time.time() * 1000), device_metadata(loaded))
         base = loaded.file.resolve().parent
+        self.pollers = {
+            dev_id: DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
+            for dev_id, dev in self.devices.items()
+        }
+        reader = self.outbox.reader()
+        try:
+            saved = saved_state(reader.conn)
+        finally:
+            reader.close()
+        self.alarms = AlarmEngine(cfg.alarms, self._alarm_event, self._hasten, saved)
+        # without rules the retained set is published only to clear one left from before
+        report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
         self.uplinks: list[MqttUplinkWorker | Hj212UplinkWorker] = [
-            MqttUplinkWorker(name, up, info, self.outbox, base)
+            MqttUplinkWorker(name, up, info, self.outbox, base, report=report,
+                             alarms=self.alarms if cfg.alarms or saved else None)
             for name, up in cfg.uplinks.items() if isinstance(up, MqttUplink)]
         points = {dev: list(profile.points) for dev, profile in loaded.profiles.items()}
         intervals = {dev: d.interval for dev, d in cfg.devices.items()}
@@ -57,13 +72,20 @@ class Agent:
         self.uplinks += [Hj212UplinkWorker(name, up, self.outbox, data_dir, points, intervals, tz)
                          for name, up in cfg.uplinks.items() if isinstance(up, Hj212Uplink)]
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
-        self.pollers = [
-            DevicePoller(dev_id, dev.read, cfg.devices[dev_id].interval, self.submit)
-            for dev_id, dev in self.devices.items()
-        ]
+        self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
+                                                      "active": self.alarms.active()})
 
     def submit(self, reading: Reading) -> None:
         self.outbox.submit(reading)
+        self.alarms.feed(reading)
+
+    def _alarm_event(self, event: Reading, state: str) -> None:
+        self.outbox.submit_event(event, STATE_KEY, state)
+
+    def _hasten(self, device: str, interval: float | None) -> None:
+        poller = self.pollers.get(device)
+        if poller is not None:
+            poller.hasten(interval)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -79,7 +101,7 @@ class Agent:
         log.info("edge-agent %s: gateway %s, %d buses, %d devices, %d uplinks, buffer %s",
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
                  self.outbox.path)
-        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers]
+        tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers.values()]
         try:
             await stop.wait()
         finally:

@@ -40,6 +40,7 @@ class DevicePoller:
         self.device_id = device_id
         self.read = read
         self.interval = interval
+        self.normal_interval = interval
         self.submit = submit
         self.backoff_min = backoff_min if backoff_min is not None else max(2 * interval, BACKOFF_MIN)
         self.backoff_max = max(backoff_max, self.backoff_min)
@@ -51,6 +52,15 @@ class DevicePoller:
         self.last_status = "ok"
         self.polls = 0  # polls that reached the bus
         self.bad_points: dict[str, str] = {}
+
+    def hasten(self, interval: float | None) -> None:
+        """Poll every ``interval`` (an alarm's fast_poll) from the next slot on; None restores
+        the configured interval. Called from ``submit``, i.e. before the next slot is set."""
+        new = min(interval, self.normal_interval) if interval is not None else self.normal_interval
+        if new != self.interval:
+            log.info("device %s: polling every %gs (%s)", self.device_id, new,
+                     "alarm fast_poll" if interval is not None else "configured interval")
+            self.interval = new
 
     async def poll_once(self, slot: float | None = None) -> Reading:
         """One scheduled poll; ``slot`` is its place on the schedule (monotonic seconds)."""

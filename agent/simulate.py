@@ -1,10 +1,11 @@
-"""``edge-agent simulate``: serve simulated slaves built from catalog profiles.
+"""``edge-agent simulate``: serve simulated devices built from catalog profiles.
 
-Slaves are given as ``LINE:UNIT=PROFILE``, where LINE is ``pty`` (a virtual RS-485 line
-made with socat; the agent opens the printed path) or ``tcp`` (Modbus TCP). A profile of
-protocol dlt645 names a meter address instead of a unit (``pty:000000000001=generic-dlt645-2007``).
-One line carries one protocol, as on a real bus: with Modbus slaves on the pty line too,
-the meters get a second pty pair named ``dlt645`` (2400 8E1 unless told otherwise).
+Devices are given as ``LINE:ID=PROFILE``, where LINE is ``pty`` (a virtual RS-485 line
+made with socat; the agent opens the printed path) or ``tcp``, and ID is what addresses
+the device on its line in its profile's protocol (a Modbus unit, a DL/T 645 meter
+address). One line carries one protocol, as on a real bus: the first protocol on ``pty``
+gets the line ``rs485``, each further one a pty pair of its own named after it.
+Everything protocol-specific comes from the protocol registry (``drivers/protocols.py``).
 """
 
 from __future__ import annotations
@@ -16,39 +17,56 @@ import logging
 import re
 import signal
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers import protocols
 from drivers.catalog import resolve_profile
-from drivers.dlt645.codec import address_bytes
-from drivers.dlt645.simulator import DLT645Simulator, SimMeter
-from drivers.dlt645.simulator import Fault as MeterFault
-from drivers.profile import Profile
-from drivers.simulator.control import FaultControl
-from drivers.simulator.modbus_server import (
-    SimContext,
-    SimSlave,
-    start_serial_server,
-    start_tcp_server,
-)
+from drivers.simulator.control import FaultControl, parse_fault
 from drivers.simulator.pty import PtyPair
+from drivers.simulator.spec import SerialLine, ServedLine, SimDevice, SimulationSpec
 
 log = logging.getLogger(__name__)
 
 SLAVE_SPEC = re.compile(r"^(pty|tcp):(\d{1,12})=(.+)$")
-FAULT_SPEC = re.compile(r"^(pty|tcp):(\d{1,12})=(dead|exception|slow|bad_crc|garbage|short)(?::([\d.]+))?$")
 SLAVE_HELP = "expected LINE:UNIT=PROFILE (LINE:ADDRESS=PROFILE for a DL/T 645 meter), e.g. pty:1=renke-dust-all-in-one"
-# the Modbus fault names as a simulated DL/T 645 meter shows them
-METER_FAULTS: dict[str, MeterFault] = {"dead": "dead", "exception": "error", "slow": "slow",
-                                       "bad_crc": "bad_checksum", "garbage": "garbage", "short": "short"}
+
+
+@dataclass
+class Placed:
+    """One simulated device on a line, with the protocol that serves it."""
+
+    protocol: str
+    sim: SimulationSpec
+    line: str
+    device: SimDevice
+
+    @property
+    def label(self) -> str:
+        return f"{self.line}:{self.sim.label(self.device)}"
 
 
 @dataclass
 class SimulationPlan:
-    pty_slaves: list[SimSlave] = field(default_factory=list)
-    tcp_slaves: list[SimSlave] = field(default_factory=list)
-    dlt645_meters: list[SimMeter] = field(default_factory=list)
+    placed: list[Placed] = field(default_factory=list)
+
+    def on(self, protocol: str, line: str) -> list[Any]:
+        """The devices of one protocol on one line, in the order given."""
+        return [p.device for p in self.placed if p.protocol == protocol and p.line == line]
+
+    def groups(self, line: str) -> dict[str, list[Placed]]:
+        """Per protocol (in order of first appearance), its devices on ``line``."""
+        out: dict[str, list[Placed]] = {}
+        for p in self.placed:
+            if p.line == line:
+                out.setdefault(p.protocol, []).append(p)
+        return out
+
+    def find(self, line: str, ident: str) -> SimDevice | None:
+        """The first device on ``line`` that ``ident`` names (a unit before a meter address)."""
+        return next((p.device for p in self.placed if p.line == line and p.sim.answers_to(p.device, ident)), None)
 
 
 def parse_slaves(specs: list[str], faults: list[str]) -> SimulationPlan:
@@ -59,95 +77,73 @@ def parse_slaves(specs: list[str], faults: list[str]) -> SimulationPlan:
             raise ValueError(f"bad slave '{spec}': {SLAVE_HELP}")
         line, ident, ref = m.group(1), m.group(2), m.group(3)
         profile = resolve_profile(ref, Path.cwd())
-        if profile.protocol == "dlt645":
-            plan.dlt645_meters.append(_meter(spec, line, ident, profile, plan.dlt645_meters))
-            continue
-        if profile.protocol != "modbus":
-            raise ValueError(f"{ref}: only Modbus and DL/T 645 profiles are served by this command")
-        if len(ident) > 3:
-            raise ValueError(f"bad slave '{spec}': {ident} is no Modbus unit ({ref} is a Modbus profile)")
-        slave = SimSlave(unit=int(ident), profile=profile)
-        (plan.pty_slaves if line == "pty" else plan.tcp_slaves).append(slave)
-    for spec in faults:
-        m = FAULT_SPEC.match(spec)
-        if not m:
-            raise ValueError(f"bad fault '{spec}': expected LINE:UNIT=KIND[:RATE], e.g. pty:2=dead")
-        line, ident = m.group(1), m.group(2)
-        slaves = plan.pty_slaves if line == "pty" else plan.tcp_slaves
-        target = next((s for s in slaves if len(ident) <= 3 and s.unit == int(ident)), None)
+        protocol = protocols.of(profile)
+        sim: SimulationSpec | None = protocols.simulation(protocol)
+        if sim is None:
+            raise ValueError(f"{ref}: {protocol.title} devices cannot be simulated")
+        if line == "tcp" and sim.serve_tcp is None:
+            raise ValueError(f"bad slave '{spec}': {protocol.title} devices are served on a pty line "
+                             f"(pty:{sim.ident_name.upper().replace(' ', '_')}=PROFILE)")
+        try:
+            device = sim.make(ident, profile)
+        except ValueError as exc:
+            raise ValueError(f"bad slave '{spec}': {exc}") from exc
+        if any(p.protocol == protocol.name and p.line == line and sim.answers_to(p.device, sim.label(device))
+               for p in plan.placed):
+            raise ValueError(f"bad slave '{spec}': two devices at {sim.ident_name} {sim.label(device)} on {line}")
+        plan.placed.append(Placed(protocol.name, sim, line, device))
+    for text in faults:
+        fault = parse_fault(text)
+        target = plan.find(fault.line, fault.ident)
         if target is None:
-            meter = _find_meter(plan.dlt645_meters, ident) if line == "pty" else None
-            if meter is None:
-                raise ValueError(f"fault '{spec}': no {line} slave with unit or address {ident}")
-            meter.fault = METER_FAULTS[m.group(3)]
-            meter.fault_rate = float(m.group(4) or 1.0)
-            continue
-        target.fault = m.group(3)  # type: ignore[assignment]
-        target.fault_rate = float(m.group(4) or 1.0)
+            raise ValueError(f"fault '{text}': no {fault.line} slave with unit or address {fault.ident}")
+        target.set_fault(fault.fault, fault.rate)
     return plan
 
 
-def _meter(spec: str, line: str, address: str, profile: Profile, others: list[SimMeter]) -> SimMeter:
-    if line != "pty":
-        raise ValueError(f"bad slave '{spec}': DL/T 645 meters are served on a pty line (pty:ADDRESS=PROFILE)")
-    try:
-        meter = SimMeter(address, profile)
-    except ValueError as exc:
-        raise ValueError(f"bad slave '{spec}': {exc}") from exc
-    if any(m.address == meter.address for m in others):
-        raise ValueError(f"bad slave '{spec}': two meters at address {meter.address}")
-    return meter
+def _listing(group: list[Placed]) -> str:
+    return ", ".join(f"{p.sim.label(p.device)}={p.device.profile.name}" for p in group)
 
 
-def _find_meter(meters: list[SimMeter], address: str) -> SimMeter | None:
-    want = address_bytes(address)
-    return next((m for m in meters if address_bytes(m.address) == want), None)
-
-
-async def serve(plan: SimulationPlan, *, pty_dir: str | None, tcp: str, baudrate: int,
-                emulate_timing: bool, ready_file: str | None, stop: asyncio.Event | None = None,
-                dlt645_baudrate: int = 2400, dlt645_parity: str = "E") -> None:
+async def serve(plan: SimulationPlan, *, pty_dir: str | None, tcp: str, emulate_timing: bool,
+                ready_file: str | None, speeds: Mapping[str, tuple[int, str]] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve ``plan`` until ``stop`` (or SIGTERM/SIGINT). ``speeds``: protocol → (baudrate, parity)
+    of its pty line, default the protocol's own."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     ready: dict[str, Any] = {}
-    pair: PtyPair | None = None
-    meter_pair: PtyPair | None = None
-    meter_sim: DLT645Simulator | None = None
-    servers: list[Any] = []
+    pairs: list[PtyPair] = []
+    served: list[ServedLine] = []
     try:
-        if plan.pty_slaves:
-            pair = PtyPair(pty_dir)
-            ctx = SimContext(plan.pty_slaves, baudrate if emulate_timing else None)
-            servers.append(await start_serial_server(pair.device_end, ctx, baudrate=baudrate))
-            ready["serial"] = pair.agent_end
-            units = ", ".join(f"{s.unit}={s.profile.name}" for s in plan.pty_slaves)
-            print(f"virtual RS-485 line for the agent: {pair.agent_end}  (units {units})", flush=True)
-        if plan.dlt645_meters:
-            # one protocol per line: beside Modbus slaves the meters get a line of their own
-            meter_pair = PtyPair(pair.link_dir, name="dlt645") if pair else PtyPair(pty_dir)
-            meter_sim = DLT645Simulator(meter_pair.device_end, plan.dlt645_meters, baudrate=dlt645_baudrate,
-                                        parity=dlt645_parity, emulate_wire_time=emulate_timing)
-            await meter_sim.start()
-            ready.setdefault("serial", meter_pair.agent_end)
-            ready["dlt645"] = meter_pair.agent_end
-            meters = ", ".join(f"{m.address}={m.profile.name}" for m in plan.dlt645_meters)
-            print(f"virtual RS-485 line for DL/T 645 meters: {meter_pair.agent_end}  "
-                  f"({dlt645_baudrate} 8{dlt645_parity}1, meters {meters})", flush=True)
-        if plan.tcp_slaves:
+        for name, group in plan.groups("pty").items():
+            sim = group[0].sim
+            baudrate, parity = (speeds or {}).get(name, sim.serial)
+            pair = PtyPair(pairs[0].link_dir, name=sim.pty_name) if pairs else PtyPair(pty_dir)
+            pairs.append(pair)
+            served.append(await sim.serve_pty(SerialLine(pair.device_end, baudrate, parity, emulate_timing),
+                                              [p.device for p in group]))
+            ready.setdefault("serial", pair.agent_end)
+            if sim.pty_name != "rs485":
+                ready[name] = pair.agent_end
+            served_here = f"{sim.noun} {_listing(group)}"
+            if len(pairs) == 1:
+                print(f"virtual RS-485 line for the agent: {pair.agent_end}  ({served_here})", flush=True)
+            else:
+                print(f"virtual RS-485 line for {protocols.get(name).title} {sim.noun}: {pair.agent_end}  "
+                      f"({baudrate} 8{parity}1, {served_here})", flush=True)
+        for name, group in plan.groups("tcp").items():
+            sim = group[0].sim
+            assert sim.serve_tcp is not None
             host, _, port = tcp.rpartition(":")
-            ctx = SimContext(plan.tcp_slaves)
-            servers.append(await start_tcp_server(host or "127.0.0.1", int(port), ctx))
+            served.append(await sim.serve_tcp(host or "127.0.0.1", int(port), [p.device for p in group]))
             ready["tcp"] = tcp
-            units = ", ".join(f"{s.unit}={s.profile.name}" for s in plan.tcp_slaves)
-            print(f"Modbus TCP: {tcp}  (units {units})", flush=True)
-        line_pair = pair or meter_pair
-        control = FaultControl((line_pair.link_dir if line_pair else Path(tempfile.mkdtemp(prefix="edge-sim-")))
-                               / "faults",
-                               {**{("pty", s.unit): s for s in plan.pty_slaves},
-                                **{("tcp", s.unit): s for s in plan.tcp_slaves}})
+            print(f"{protocols.get(name).title} TCP: {tcp}  ({sim.noun} {_listing(group)})", flush=True)
+        control = FaultControl((pairs[0].link_dir if pairs else Path(tempfile.mkdtemp(prefix="edge-sim-"))) / "faults",
+                               plan.find, [(p.label, p.device) for p in plan.placed])
         watcher = asyncio.create_task(control.watch())
         print(f"change faults while serving: echo 'pty:2=dead' > {control.path}  (none: clear)", flush=True)
         if ready_file:
@@ -155,10 +151,7 @@ async def serve(plan: SimulationPlan, *, pty_dir: str | None, tcp: str, baudrate
         await stop.wait()
         watcher.cancel()
     finally:
-        for server in servers:
-            await server.shutdown()
-        if meter_sim is not None:
-            await meter_sim.stop()
-        for p in (pair, meter_pair):
-            if p is not None:
-                p.close()
+        for s in served:
+            await s.stop()
+        for pair in pairs:
+            pair.close()

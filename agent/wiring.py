@@ -1,30 +1,21 @@
-"""From a validated config to live parts: buses, devices and their read functions."""
+"""From a validated config to live parts: buses, devices and their read functions.
+
+Which protocol a bus speaks comes from its devices' profiles; the protocol registry
+(``drivers/protocols.py``) opens the bus and builds each device, so nothing here knows
+one protocol from another.
+"""
 
 from __future__ import annotations
 
-from drivers.dlt645.bus import DLT645Bus, DLT645Device
-from drivers.modbus.bus import ModbusBus
-from drivers.modbus.device import ModbusDevice
+from drivers import protocols
+from drivers.protocols import Bus, Device
 
 from .config import LoadedConfig, RtuOverTcpBus, SerialBus, TcpBus
 
-Bus = ModbusBus | DLT645Bus
-Device = ModbusDevice | DLT645Device
 
-
-def build_bus(name: str, bus: SerialBus | TcpBus | RtuOverTcpBus, protocol: str = "modbus") -> Bus:
+def build_bus(name: str, bus: SerialBus | TcpBus | RtuOverTcpBus, protocol: str = protocols.DEFAULT) -> Bus:
     """The single owner of one physical bus, speaking the protocol of its devices."""
-    if protocol == "dlt645":
-        assert isinstance(bus, SerialBus)
-        return DLT645Bus(name, bus.port, baudrate=bus.baudrate, parity=bus.parity, stopbits=bus.stopbits,
-                         bytesize=bus.bytesize, timeout=bus.timeout, retries=bus.retries,
-                         inter_frame_delay=bus.inter_frame_delay)
-    if isinstance(bus, SerialBus):
-        return ModbusBus(name, "serial", port=bus.port, baudrate=bus.baudrate, parity=bus.parity,
-                         stopbits=bus.stopbits, bytesize=bus.bytesize, timeout=bus.timeout,
-                         retries=bus.retries, inter_frame_delay=bus.inter_frame_delay)
-    return ModbusBus(name, bus.type, host=bus.host, tcp_port=bus.port, timeout=bus.timeout,
-                     retries=bus.retries, inter_frame_delay=bus.inter_frame_delay)
+    return protocols.get(protocol).open_bus(name, dict(bus))  # field values as validated (seconds, not "500ms")
 
 
 def bus_protocols(loaded: LoadedConfig) -> dict[str, str]:
@@ -39,21 +30,22 @@ def bus_protocols(loaded: LoadedConfig) -> dict[str, str]:
 def build_devices(loaded: LoadedConfig, only: str | None = None) -> tuple[dict[str, Bus], dict[str, Device]]:
     """One bus object per configured bus (its single owner), one driver per enabled device."""
     cfg = loaded.config
-    protocols = bus_protocols(loaded)
-    buses = {name: build_bus(name, b, protocols.get(name, "modbus")) for name, b in cfg.buses.items()}
+    on_bus = bus_protocols(loaded)
+    buses = {name: build_bus(name, b, on_bus.get(name, protocols.DEFAULT)) for name, b in cfg.buses.items()}
     devices: dict[str, Device] = {}
     for dev_id, dev in cfg.devices.items():
         if not dev.enabled or (only is not None and dev_id != only):
             continue
         profile = loaded.profiles[dev_id]
-        bus = buses[dev.bus]
-        if isinstance(bus, DLT645Bus):
-            assert dev.address is not None
-            devices[dev_id] = DLT645Device(bus, dev.address, profile)
-        else:
-            assert dev.unit is not None
-            devices[dev_id] = ModbusDevice(bus, dev.unit, profile)
+        protocol = protocols.of(profile)
+        devices[dev_id] = protocol.build_device(buses[dev.bus], getattr(dev, protocol.address_key), profile)
     return buses, devices
+
+
+def device_address(loaded: LoadedConfig, dev_id: str) -> tuple[str, object]:
+    """(config key, value) that addresses a device on its bus: ("unit", 3), ("address", "0001...")."""
+    key = protocols.of(loaded.profiles[dev_id]).address_key
+    return key, getattr(loaded.config.devices[dev_id], key)
 
 
 def device_metadata(loaded: LoadedConfig) -> dict[str, dict[str, object]]:

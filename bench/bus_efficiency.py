@@ -33,9 +33,10 @@ from drivers.catalog import resolve_profile
 from drivers.errors import DriverError
 from drivers.modbus.bus import ModbusBus, rtu_gap_seconds
 from drivers.modbus.device import ModbusDevice
+from drivers.modbus.planner import ReadRequest
+from drivers.modbus.points import as_modbus
+from drivers.modbus.simulator.runner import SimRunner
 from drivers.modbus.wire import bits_per_char, plan_wire_seconds
-from drivers.planner import ReadRequest
-from drivers.simulator.runner import SimRunner
 
 from .common import Figure, ScenarioResult, SimulatorProcess, Sizes, at_least, scratch_dir
 from .profiling import profiled
@@ -79,7 +80,7 @@ def rtu_wire_efficiency(profile: str = "eastron-sdm630", baudrate: int = BAUDRAT
     """The wire-time limit of ``profile``'s coalesced read plan over the median time one poll takes.
 
     On a pty with wire-time emulation at ``baudrate`` (the simulator in a thread of this process)."""
-    prof = resolve_profile(profile)
+    prof = as_modbus(resolve_profile(profile))
     with SimRunner({1: profile}, "pty", baudrate=baudrate, emulate_timing=True) as sim:
 
         async def run() -> tuple[list[float], ModbusDevice]:
@@ -111,7 +112,7 @@ def poll_cycles(port: str, seconds: float) -> dict[str, Any]:
 
     async def run() -> dict[str, Any]:
         bus = ModbusBus("rs485-bench", "serial", port=port, baudrate=BAUDRATE)
-        devices = [ModbusDevice(bus, unit, resolve_profile(name)) for unit, name in SITE.items()]
+        devices = [ModbusDevice(bus, unit, as_modbus(resolve_profile(name))) for unit, name in SITE.items()]
         failures = 0
 
         async def cycle() -> None:

@@ -21,7 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.localbroker import LocalBroker, free_port
 from drivers.catalog import load_profile_file
-from drivers.planner import plan_reads
+from drivers.modbus.planner import plan_reads
+from drivers.modbus.points import as_modbus
 
 from .common import (
     MB,
@@ -101,10 +102,11 @@ def write_config(path: Path, data_dir: Path, sim_port: int, mqtt_port: int, devi
 
 
 def run_raw_modbus(sim_port: int, devices: int, seconds: float, warmup: float,
-                   plan: list[tuple[int, int, int]]) -> dict[str, Any]:
+                   plan: list[tuple[int, int, int]], interval: float = 1.0) -> dict[str, Any]:
     """The limit's figures, or ``{"error": ...}``: a failed limit must not hide the agent's figures."""
     cmd = python_cmd("-m", "bench.raw_modbus", "--port", str(sim_port), "--units", str(devices),
-                     "--seconds", str(seconds), "--warmup", str(warmup), "--plan", json.dumps(plan))
+                     "--seconds", str(seconds), "--warmup", str(warmup), "--plan", json.dumps(plan),
+                     "--interval", str(interval))
     try:
         out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=seconds + warmup + 30)
     except subprocess.TimeoutExpired as exc:
@@ -133,7 +135,7 @@ def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> Scen
     res = ScenarioResult("poll_path", TITLE)
     work = scratch_dir(workdir, "bench-poll-")
     n = sizes.poll_devices
-    prof = load_profile_file(PROFILE_40)
+    prof = as_modbus(load_profile_file(PROFILE_40))
     plan = plan_reads(prof.points, prof.max_registers_per_read, prof.read_gap)
     values_per_poll = sum(len(r.points) for r in plan)
     registers = sum(p.registers for p in prof.points.values())

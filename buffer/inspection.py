@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .database import connect_readonly
-from .reader import Eviction, Row
+from .reader import ALARM_STATUS, Eviction, Row
 from .schema import LATEST, applied_version, committed_seq
 
 EXPORT_CHUNK = 5000
@@ -152,8 +152,8 @@ class Exporter:
         self.last_seq: int = hi or 0
 
     def _where(self) -> tuple[str, list[Any]]:
-        sql: list[str] = ["seq > ?", "seq <= ?"]
-        args: list[Any] = []
+        sql: list[str] = ["seq > ?", "seq <= ?", "status != ?"]  # alarm events: `edge-agent alarms`
+        args: list[Any] = [ALARM_STATUS]
         if self.flt.since_ms is not None:
             sql.append("ts >= ?")
             args.append(self.flt.since_ms)

@@ -35,13 +35,14 @@ from drivers.reading import Reading
 from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
 from .ranges import to_ranges
-from .reader import Eviction, OutboxReader, Row
+from .reader import ALARM_STATUS, Eviction, OutboxReader, Row
 from .schema import committed_seq, migrate
 from .seqfile import SeqReserve
 from .space import SpaceGuard
 from .uplinkbits import register_uplinks
 
-__all__ = ["EVICT_FRACTION", "EVICT_MIN_ROWS", "Eviction", "Outbox", "OutboxCounters", "OutboxReader", "Row"]
+__all__ = ["ALARM_STATUS", "EVICT_FRACTION", "EVICT_MIN_ROWS", "Eviction", "Outbox", "OutboxCounters", "OutboxReader",
+           "Row"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ RETRY_MIN, RETRY_MAX = 0.1, 2.0
 # undo acknowledgements (duplicates, never a loss), so the SD card pays nothing for it.
 ACK_COMMIT = 0.03
 ACKS = frozenset({"a", "e"})
+ALARM_HISTORY = 10_000  # alarm events kept in alarm_events for `edge-agent alarms`
 
 
 # one encoder, built once: json.dumps with options builds a new one per call (a third slower)
@@ -128,6 +130,7 @@ class Outbox:
         self._acks: dict[int, list[int]] = {}
         self._eacks: dict[int, list[int]] = {}
         self._asides: list[tuple[int, str, int, str]] = []  # (bit, uplink, seq, why) never to be delivered
+        self._meta: dict[str, str] = {}  # meta facts committed with the readings queued before them
         self._sync_level = "FULL"  # the write connection's synchronous setting (database.connect)
         self._tokens: list[int] = []
         self._unrecorded_drops = 0
@@ -164,12 +167,20 @@ class Outbox:
         self._thread.start()
 
     def add_listener(self, callback: Callable[[int], None]) -> None:
-        """``callback(last_seq)`` runs in the writer thread after each commit."""
+        """``callback(last_seq)`` runs in the writer thread after each commit that adds readings
+        or eviction records."""
         self._listeners.append(callback)
 
     def submit(self, reading: Reading) -> None:
         """Queue a reading for the next group commit (thread-safe, never blocks)."""
         self._queue.put(("r", reading))
+
+    def submit_event(self, reading: Reading, key: str, state: str) -> None:
+        """Queue an event reading (``status`` names its kind, e.g. :data:`ALARM_STATUS`) and the
+        state it leads to, kept under meta ``key``: both are committed in the same transaction,
+        so after a crash the state never runs ahead of the events nor behind them."""
+        self._queue.put(("r", reading))
+        self._queue.put(("m", (key, state)))
 
     def ack(self, uplink: str, seqs: list[int]) -> None:
         """Record that ``uplink`` has a success acknowledgement for ``seqs``."""
@@ -224,9 +235,11 @@ class Outbox:
     # -- the writer thread ------------------------------------------------------------
     def _writer(self) -> None:
         retry = RETRY_MIN
+        ok = True
         while True:
             try:
-                stop = self._gather(block=True, wait=retry if self._held else 0.5)
+                # idle, the writer sleeps until something is queued; only a refused commit retries on a timer
+                stop = self._gather(block=True, wait=None if ok else retry)
                 ok = self._flush()
             except Exception:
                 log.exception("buffer writer failed; retrying")
@@ -235,7 +248,7 @@ class Outbox:
                 return
             retry = RETRY_MIN if ok else min(RETRY_MAX, retry * 2)
 
-    def _gather(self, block: bool, wait: float = 0.5) -> bool:
+    def _gather(self, block: bool, wait: float | None = None) -> bool:
         """Move queued items into the writer's hands, for up to one commit interval after the
         first. True when asked to stop."""
         try:
@@ -283,6 +296,8 @@ class Outbox:
             self._eacks.setdefault(value[0], []).extend(value[1])
         elif kind == "u":
             self._asides.append(value)
+        elif kind == "m":
+            self._meta[value[0]] = value[1]
         elif kind == "s":
             self._tokens.append(int(value))
         elif kind == "c" and value[0] == self.generation:
@@ -292,7 +307,7 @@ class Outbox:
     def _flush(self) -> bool:
         """Commit everything held. True when nothing is left (sync tokens are then done)."""
         wrote = False
-        while self._corrupt or self._held or self._acks or self._eacks or self._asides:
+        while self._corrupt or self._held or self._acks or self._eacks or self._asides or self._meta:
             if self._corrupt:
                 try:
                     self._reset(self._corrupt)
@@ -351,6 +366,10 @@ class Outbox:
                 [(first + i, r.device, r.ts, r.status, values_json(r.values), self._mask,
                   _encode(r.errors) if r.errors else None, _encode(r.flags) if r.flags else None)
                  for i, r in enumerate(batch)])
+            self._record_events(first, batch)
+        meta = self._meta if len(batch) == len(self._held) else {}  # with the last chunk of readings
+        if meta:
+            c.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", list(meta.items()))
         for bit, seqs in self._acks.items():
             others = ~(1 << bit)
             spans = to_ranges(seqs)
@@ -373,8 +392,11 @@ class Outbox:
                       " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (self._unrecorded_drops,))
         c.execute("COMMIT")
         self._unrecorded_drops = 0
+        if meta:
+            self._meta = {}
         self._acks.clear()
         self._eacks.clear()
+        announce = bool(batch or self._asides)
         if self._asides:
             self.counters.eviction_records += len(self._asides)
             self._asides.clear()
@@ -384,8 +406,20 @@ class Outbox:
             self._next_seq = first + len(batch)
             self.last_seq = self._next_seq - 1
             self.counters.committed += len(batch)
+        if announce:  # new readings or new eviction records: sleeping uplinks have work
             for cb in self._listeners:
                 cb(self.last_seq)
+
+    def _record_events(self, first: int, batch: list[Reading]) -> None:
+        """Alarm events also go to their history table, which keeps the last ALARM_HISTORY."""
+        events = [(first + i, r.device, r.ts, values_json(r.values)) for i, r in enumerate(batch)
+                  if r.status == ALARM_STATUS]
+        if not events:
+            return
+        c = self._conn
+        c.executemany("INSERT INTO alarm_events(seq, device, ts, event) VALUES (?, ?, ?, ?)", events)
+        c.execute("DELETE FROM alarm_events WHERE seq <= (SELECT seq FROM alarm_events ORDER BY seq DESC"
+                  " LIMIT 1 OFFSET ?)", (ALARM_HISTORY,))
 
     def _after_commit(self) -> None:
         """Housekeeping between commits: the page cap follows the disk, the WAL stays small."""

@@ -10,6 +10,8 @@ from typing import Any
 
 from .database import is_corrupt
 
+ALARM_STATUS = "alarm"  # a row that is an alarm event: ``vals`` holds the event, not point values
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -80,6 +82,14 @@ class OutboxReader:
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
         return [Row(*r) for r in self._query(sql, args)]
+
+    def alarm_rows(self, bit: int, upto: int) -> list[Row]:
+        """Alarm events still pending for uplink ``bit`` with ``seq <= upto``, oldest first (found
+        through their history table: no scan of the whole backlog)."""
+        return [Row(*r) for r in self._query(
+            "SELECT r.seq, r.device, r.ts, r.status, r.vals, r.errors, r.flags FROM alarm_events a"
+            " JOIN readings r ON r.seq = a.seq WHERE a.seq <= ? AND r.pending & ? ORDER BY a.seq",
+            (upto, 1 << bit))]
 
     def evictions(self, bit: int) -> list[Eviction]:
         """Evicted ranges not yet announced by uplink ``bit``, oldest first."""

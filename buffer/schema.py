@@ -61,6 +61,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE readings ADD COLUMN flags TEXT;
         """,
     ),
+    (
+        4,
+        "alarm events: the history of raised and cleared alarms (delivery goes through readings)",
+        """
+        CREATE TABLE alarm_events (
+            seq    INTEGER PRIMARY KEY,
+            device TEXT    NOT NULL,
+            ts     INTEGER NOT NULL,
+            event  TEXT    NOT NULL
+        );
+        """,
+    ),
 ]
 
 LATEST = max(v for v, _, _ in MIGRATIONS)

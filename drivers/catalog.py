@@ -8,7 +8,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from .profile import Profile, overlapping_points
+from . import protocols
+from .profile import Profile
 from .yamlsource import Problem, SourceError, did_you_mean, load_source, validate
 
 CATALOG_DIR = Path(__file__).parent / "profiles"
@@ -17,11 +18,16 @@ CATALOG_DIR = Path(__file__).parent / "profiles"
 def load_profile_file(path: str | Path) -> Profile:
     """Load and validate one profile file. Raises SourceError with located problems."""
     source = load_source(path)
-    profile: Profile = validate(Profile, source)
-    overlaps = overlapping_points(profile)
-    if overlaps:
-        raise SourceError([Problem(source.file, source.line_of(("points", name, "address")), f"points.{name}.address",
-                                   why) for name, why in overlaps])
+    name = source.data.get("protocol", protocols.DEFAULT) if isinstance(source.data, dict) else protocols.DEFAULT
+    try:
+        protocol = protocols.get(str(name))
+    except protocols.UnknownProtocol as exc:
+        raise SourceError([Problem(source.file, source.line_of(("protocol",)), "protocol", str(exc))]) from None
+    profile: Profile = validate(protocol.profile_model, source)
+    found = protocol.profile_problems(profile) if protocol.profile_problems else []
+    if found:
+        raise SourceError([Problem(source.file, source.line_of(("points", point, key)), f"points.{point}.{key}", why)
+                           for point, key, why in found])
     return profile
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 
+from . import protocols
 from .catalog import catalog, resolve_profile
 from .profile import Profile
 
@@ -16,8 +17,6 @@ DOC_PATH = "docs/supported-devices.md"
 REGENERATE = f"python -m drivers.catalog_doc > {DOC_PATH}"
 
 CATEGORY_ORDER = ("dust", "weather", "water", "energy", "lighting", "other")
-TABLE_ORDER = ("coil", "discrete", "holding", "input")
-PROTOCOL_NAMES = {"modbus": "Modbus", "dlt645": "DL/T 645-2007"}
 
 HEADER = f"""# Supported devices
 
@@ -39,12 +38,7 @@ def _cell(text: str) -> str:
 
 
 def _protocol(profile: Profile) -> str:
-    name = PROTOCOL_NAMES.get(profile.protocol, profile.protocol)
-    if profile.protocol != "modbus":
-        return name
-    used = {p.table or "holding" for p in profile.points.values() if p.address is not None}
-    tables = [t for t in TABLE_ORDER if t in used]
-    return f"{name} ({', '.join(tables)})" if tables else name
+    return protocols.of(profile).summary(profile)
 
 
 def _serial(profile: Profile) -> str:
@@ -58,7 +52,7 @@ def _points(profile: Profile) -> str:
     parts = []
     for name in profile.points:
         unit = profile.unit_of(name)
-        mark = " ✎" if profile.points[name].writable else ""
+        mark = " ✎" if getattr(profile.points[name], "writable", False) else ""
         parts.append(f"{name} ({unit}){mark}" if unit else f"{name}{mark}")
     return ", ".join(parts)
 

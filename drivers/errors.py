@@ -82,3 +82,7 @@ class DeviceOffline(DriverError):
     """The device is in back-off after consecutive failures; the bus was not asked."""
 
     status = "offline"
+
+
+class WriteRefused(ValueError):
+    """A value that must not go to the device; ``str()`` is the reason a user sees."""

@@ -1,18 +1,19 @@
-"""Device profiles: the catalog's data model, validated with line-located errors.
+"""Device profiles: what every protocol's profile has, validated with line-located errors.
 
-A profile describes one device model: its protocol, serial defaults and points. The
+A profile describes one device model: its protocol, serial defaults and points. Each
+protocol's folder holds its own point and profile models (``drivers/modbus/points.py``,
+``drivers/dlt645/points.py``), so a key that means nothing to a protocol is an error. The
 simulator reads the optional ``sim:`` block of each point to serve plausible values.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .datatypes import BIT_TABLES, TYPES, Order, Table, register_count
 from .vocabulary import VOCABULARY, unit_of
-from .writes import check_writable
 from .yamlsource import did_you_mean
 
 
@@ -46,76 +47,29 @@ class SimSpec(Strict):
     value: float | bool | str = 0
 
 
-class Point(Strict):
-    """One value a device offers."""
+class PointBase(Strict):
+    """What every protocol's point has: its unit, scaling, quality rules and simulation.
 
-    table: Table | None = None
-    address: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
-    type: str | None = None
-    length: Annotated[int, Field(ge=1, le=125)] | None = None
-    bit: Annotated[int, Field(ge=0, le=15)] | None = None
-    byte_order: Order | None = None
-    word_order: Order | None = None
+    A protocol's own point model (``drivers/<protocol>/points.py``) adds where the value
+    lives on the device. ``foreign_keys`` names keys that belong to another protocol, so a
+    profile that mixes them gets a message saying so instead of a bare "unknown key".
+    """
+
+    foreign_keys: ClassVar[dict[str, str]] = {}
+
     scale: float = 1.0
     offset: float = 0.0
     unit: str | None = None
     description: str | None = None
-    # DL/T 645: data identifier (DI3-DI2-DI1-DI0 as hex) and BCD layout, e.g. "XXXXXX.XX"
-    di: str | None = None
-    format: str | None = None
-    signed: bool = False
     sim: SimSpec | None = None
-    # quality: raw values meaning "no valid value", physically possible values, published precision
-    invalid: list[Annotated[int, Field(ge=0)]] | None = None
+    # quality: physically possible values (outside: kept, flagged over_range), published precision
     range: tuple[float, float] | None = None
     decimals: Annotated[int, Field(ge=0, le=9)] | None = None
-    # writes (drivers/writes.py): what a config's control.allow may name
-    writable: bool = False
-    min: float | None = None
-    max: float | None = None
-    values: list[int | float | bool | str] | None = None
-    write_function: Literal[5, 6, 15, 16] | None = None
-
-    @field_validator("type")
-    @classmethod
-    def _known_type(cls, v: str | None) -> str | None:
-        if v is not None and v not in TYPES:
-            raise ValueError(f"unknown type '{v}'{did_you_mean(v, TYPES)} (types: {', '.join(TYPES)})")
-        return v
 
     @property
     def type_name(self) -> str:
-        if self.type:
-            return self.type
-        return "bool" if self.table in BIT_TABLES else "uint16"
-
-    @property
-    def registers(self) -> int:
-        return register_count(self.type_name, self.length)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Point:
-        if self.di is not None:
-            if self.writable or self.write_function is not None:
-                raise ValueError("DL/T 645 points cannot be writable: the agent does not write to meters")
-            return self
-        if self.address is None:
-            raise ValueError("a Modbus point needs 'address' (a DL/T 645 point needs 'di')")
-        t = TYPES[self.type_name]
-        table = self.table or "holding"
-        if table not in t.tables:
-            raise ValueError(f"type {t.name} cannot be read from table {table} "
-                             f"(allowed: {', '.join(sorted(t.tables))})")
-        if t.needs_length and self.length is None:
-            raise ValueError(f"type {t.name} needs 'length' in registers")
-        if t.needs_bit and self.bit is None:
-            raise ValueError(f"type {t.name} needs 'bit' (0-15)")
-        if not t.numeric and (self.scale != 1 or self.offset != 0):
-            raise ValueError(f"type {t.name} takes no scale or offset")
-        if self.address + self.registers - 1 > 0xFFFF:
-            raise ValueError("point runs past register 65535")
-        check_writable(self, table)
-        return self
+        """The decoded value's kind for generic code (simulation, listings): a protocol refines it."""
+        return "number"
 
 
 class SerialDefaults(Strict):
@@ -125,24 +79,21 @@ class SerialDefaults(Strict):
     bytesize: Literal[7, 8] = 8
 
 
-class Profile(Strict):
-    """One device model of the catalog (or a technician's own file)."""
+class ProfileBase(Strict):
+    """One device model of the catalog (or a technician's own file): the keys every protocol's
+    profile has. ``drivers/protocols.py`` picks the protocol's own model by ``protocol:``."""
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     vendor: str
     model: str
     description: str | None = None
     category: Literal["dust", "weather", "water", "energy", "lighting", "other"] = "other"
-    protocol: Literal["modbus", "dlt645"] = "modbus"
+    protocol: str = "modbus"
     serial: SerialDefaults | None = None
-    byte_order: Order = "big"
-    word_order: Order = "big"
-    max_registers_per_read: Annotated[int, Field(ge=1, le=125)] = 125
-    read_gap: Annotated[int, Field(ge=0, le=125)] = 8
-    points: dict[str, Point]
+    points: Mapping[str, PointBase]
 
     @model_validator(mode="after")
-    def _points(self) -> Profile:
+    def _points(self) -> ProfileBase:
         if not self.points:
             raise ValueError("a profile needs at least one point")
         for name, p in self.points.items():
@@ -151,12 +102,6 @@ class Profile(Strict):
                     f"point '{name}' is not in the measurement vocabulary{did_you_mean(name, VOCABULARY)}"
                     " and declares no 'unit'"
                 )
-            if self.protocol == "modbus" and p.di is not None:
-                raise ValueError(f"point '{name}': 'di' belongs to DL/T 645 profiles")
-            if self.protocol == "dlt645" and p.di is None:
-                raise ValueError(f"point '{name}': a DL/T 645 point needs 'di'")
-            if p.registers > self.max_registers_per_read and p.di is None:
-                raise ValueError(f"point '{name}' spans more than max_registers_per_read")
         return self
 
     def unit_of(self, point: str) -> str:
@@ -166,31 +111,5 @@ class Profile(Strict):
     def units(self) -> dict[str, str]:
         return {name: self.unit_of(name) for name in self.points}
 
-    def order_of(self, point: Point) -> tuple[Order, Order]:
-        return (point.byte_order or self.byte_order, point.word_order or self.word_order)
 
-
-def points_overlap(a: Point, b: Point) -> bool:
-    """Do two Modbus points decode a register in common? Bits of one status register may
-    each be a point of their own (different ``bit:``); anything else sharing a register
-    would publish nonsense (-1654 °C from half a float)."""
-    if a.address is None or b.address is None or (a.table or "holding") != (b.table or "holding"):
-        return False
-    if a.address + a.registers <= b.address or b.address + b.registers <= a.address:
-        return False
-    return not (a.type_name == b.type_name == "bit" and a.address == b.address and a.bit != b.bit)
-
-
-def overlapping_points(profile: Profile) -> list[tuple[str, str]]:
-    """(point, why) for each Modbus point that shares a register with an earlier one."""
-    out: list[tuple[str, str]] = []
-    seen: list[tuple[str, Point]] = []
-    for name, p in profile.points.items():
-        for other, q in seen:
-            if points_overlap(p, q):
-                assert p.address is not None
-                out.append((name, f"overlaps point '{other}' in the {p.table or 'holding'} table"
-                                  f" (from register {p.address:#06x}): two values decoded from one register"))
-                break
-        seen.append((name, p))
-    return out
+Profile = ProfileBase

@@ -201,8 +201,11 @@ def problems_from(exc: ValidationError, model: type[BaseModel], source: Source) 
         if kind == "extra_forbidden":
             parent = _model_at(model, loc[:-1], source.data)
             allowed = [f.alias or n for n, f in parent.model_fields.items()] if parent else []
+            foreign: dict[str, str] = getattr(parent, "foreign_keys", {}) if parent else {}
             msg = f"unknown key{did_you_mean(loc[-1], allowed)}"
-            if allowed and "did you mean" not in msg:
+            if loc[-1] in foreign:
+                msg = f"'{loc[-1]}' {foreign[loc[-1]]}" if not foreign[loc[-1]][0].isupper() else foreign[loc[-1]]
+            elif allowed and "did you mean" not in msg:
                 msg += f" (allowed: {', '.join(sorted(allowed))})"
         elif kind == "missing":
             msg = "required key is missing"

@@ -18,8 +18,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from drivers.simulator.modbus_server import SimSlave
-from drivers.simulator.runner import SimRunner
+from drivers.modbus.simulator.runner import SimRunner
+from drivers.modbus.simulator.server import SimSlave
 
 ROOT = Path(__file__).resolve().parents[1]
 

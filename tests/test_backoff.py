@@ -21,8 +21,8 @@ import pytest
 from agent.scheduler import DevicePoller
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import ModbusDevice
+from drivers.modbus.simulator.runner import SimRunner
 from drivers.reading import Reading
-from drivers.simulator.runner import SimRunner
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 

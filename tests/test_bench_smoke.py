@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import backlog_drain, buffer_ingest, bus_efficiency, poll_path, startup, uplink_cpu
+from bench import backlog_drain, buffer_ingest, bus_efficiency, idle, poll_path, startup, uplink_cpu
 from bench.__main__ import SCENARIOS
 from bench.common import Figure, ScenarioResult, Sizes, at_least, at_most
 from bench.profiling import summarise_collapsed
@@ -34,11 +34,12 @@ EXPECTED = {
     "backlog_drain": {"readings_per_s": True, "live_p99_s": False, "live_p99_puback_s": False},
     "bus_efficiency": {"cycles_per_s": True, "transactions_per_s": True},
     "startup": {"first_commit_s": True, "interpreter_s": False},
+    "idle": {"idle_cpu_pct": False},  # a few idle seconds may cost no clock tick at all
     "uplink_cpu": {"hj212_cpu_us_per_packet": True, "hj212_cpu_us_per_reading": True,
                    "mqtt_cpu_us_per_message": False},
 }
 MODULES = {"poll_path": poll_path, "buffer_ingest": buffer_ingest, "backlog_drain": backlog_drain,
-           "bus_efficiency": bus_efficiency, "startup": startup, "uplink_cpu": uplink_cpu}
+           "bus_efficiency": bus_efficiency, "startup": startup, "idle": idle, "uplink_cpu": uplink_cpu}
 
 
 def check_sane(res: ScenarioResult) -> None:
@@ -47,7 +48,7 @@ def check_sane(res: ScenarioResult) -> None:
     assert set(EXPECTED[res.name]) <= keys, (keys, res.notes)
     for f in res.figures:
         assert f.value is not None and math.isfinite(f.value), (f.key, f.value)
-        if f.key != "rss_growth_mb":
+        if f.key not in ("rss_growth_mb", "idle_cpu_pct"):
             assert f.value > 0, (f.key, f.value)
         if EXPECTED[res.name].get(f.key):
             assert f.limit is not None and math.isfinite(f.limit) and f.limit > 0, (f.key, f.limit)

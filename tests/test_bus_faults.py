@@ -20,8 +20,8 @@ from drivers.catalog import resolve_profile
 from drivers.errors import DriverError
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import ModbusDevice
-from drivers.simulator.modbus_server import Fault, SimSlave
-from drivers.simulator.runner import Line, SimRunner
+from drivers.modbus.simulator.runner import Line, SimRunner
+from drivers.modbus.simulator.server import Fault, SimSlave
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 

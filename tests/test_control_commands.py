@@ -15,7 +15,7 @@ from agent.control.audit import AuditLog
 from agent.control.commands import Channel, CommandDesk, Decision, Target, signed_bytes
 from agent.control.config import DeviceControl
 from drivers.catalog import resolve_profile
-from drivers.writes import RegisterWrite
+from drivers.modbus.writes import RegisterWrite
 from tests.helpers import edge_agent, write_config
 
 KEY = b"pole-secret-\xe7\x81\xaf"

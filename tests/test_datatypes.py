@@ -1,7 +1,7 @@
 """The data-type table and its decoder/encoder: every type, every byte and word order.
 
 Expected words are written by hand from IEEE 754 and two's complement (or derived by the
-swaps below, written independently of ``drivers.datatypes``), so these tests check the
+swaps below, written independently of ``drivers.modbus.datatypes``), so these tests check the
 decoder rather than restate it.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from drivers.datatypes import BIT_TABLES, REGISTER_TABLES, TYPES, PointDecoder, decode, encode, register_count
 from drivers.errors import DecodeError, DriverError, ShortFrame
-from drivers.profile import Point
+from drivers.modbus.datatypes import BIT_TABLES, REGISTER_TABLES, TYPES, PointDecoder, decode, encode, register_count
+from drivers.modbus.points import ModbusPoint as Point
 
 ORDERS = [("big", "big"), ("big", "little"), ("little", "big"), ("little", "little")]
 ORDER_IDS = ["ABCD", "CDAB", "BADC", "DCBA"]

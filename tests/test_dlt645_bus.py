@@ -16,6 +16,7 @@ import pytest
 from drivers.catalog import resolve_profile
 from drivers.dlt645 import bcd
 from drivers.dlt645.bus import DLT645Bus, DLT645Device
+from drivers.dlt645.points import DLT645Profile as Profile
 from drivers.dlt645.simulator import DLT645Simulator, SimMeter
 from drivers.errors import (
     BusUnavailable,
@@ -26,7 +27,6 @@ from drivers.errors import (
     NoResponse,
     ShortFrame,
 )
-from drivers.profile import Profile
 from drivers.simulator.pty import PtyPair
 from tests.helpers import read_all
 

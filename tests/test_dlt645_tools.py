@@ -173,12 +173,14 @@ def test_bcd_candidates_skip_what_is_not_bcd() -> None:
 def test_simulate_slave_specs_for_meters() -> None:
     plan = parse_slaves(["pty:1=renke-dust-all-in-one", "pty:1=generic-dlt645-2007",
                          "pty:000000000002=generic-dlt645-2007"], ["pty:2=dead", "pty:1=bad_crc:0.5"])
-    assert [m.address for m in plan.dlt645_meters] == ["000000000001", "000000000002"]
-    assert plan.dlt645_meters[1].fault == "dead"  # no Modbus unit 2: the meter at ...02
-    assert plan.pty_slaves[0].fault == "bad_crc" and plan.dlt645_meters[0].fault == "none"
+    meters = plan.on("dlt645", "pty")
+    assert [m.address for m in meters] == ["000000000001", "000000000002"]
+    assert meters[1].fault == "dead"  # no Modbus unit 2: the meter at ...02
+    assert plan.on("modbus", "pty")[0].fault == "bad_crc" and meters[0].fault == "none"
     for specs, message in [
         (["tcp:000000000001=generic-dlt645-2007"], "served on a pty line"),
-        (["pty:1=generic-dlt645-2007", "pty:000000000001=generic-dlt645-2007"], "two meters at address 000000000001"),
+        (["pty:1=generic-dlt645-2007", "pty:000000000001=generic-dlt645-2007"],
+         "two devices at meter address 000000000001"),
         (["pty:1234=eastron-sdm630"], "1234 is no Modbus unit"),
     ]:
         with pytest.raises(ValueError, match=message):

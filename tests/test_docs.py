@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from agent.cli import build_parser
-from agent.docs import REFERENCE_PATH, SCHEMA_PATH, reference_text, schema_text
+from agent.docs import (
+    PROFILE_SCHEMA_PATH,
+    REFERENCE_PATH,
+    SCHEMA_PATH,
+    profile_schema_text,
+    reference_text,
+    schema_text,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -14,6 +22,31 @@ README = (ROOT / "README.md").read_text()
 
 def test_config_schema_is_generated_from_the_models() -> None:
     assert SCHEMA_PATH.read_text() == schema_text(), "config/schema.json is stale: run `make docs`"
+
+
+def test_profile_schema_is_generated_from_every_protocols_model() -> None:
+    assert PROFILE_SCHEMA_PATH.read_text() == profile_schema_text(), \
+        "config/profile-schema.json is stale: run `make docs`"
+
+
+def test_profile_schema_accepts_the_catalog_and_refuses_foreign_keys() -> None:
+    """What an editor does with the schema: every shipped profile validates; a DL/T 645 key on a
+    Modbus point and a Modbus key on a DL/T 645 point do not."""
+    import jsonschema
+    import yaml
+
+    schema = json.loads(PROFILE_SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    from drivers.catalog import catalog
+
+    for path in catalog().values():
+        data = yaml.safe_load(path.read_text())
+        assert not list(validator.iter_errors(data)), path
+        if data.get("protocol") == "dlt645":
+            data["points"][next(iter(data["points"]))]["table"] = "holding"
+        else:
+            data["points"][next(iter(data["points"]))]["signed"] = True
+        assert list(validator.iter_errors(data)), f"{path}: a foreign key passed the schema"
 
 
 def test_config_reference_is_generated_from_the_models() -> None:

@@ -10,10 +10,11 @@ import random
 from collections.abc import Mapping
 
 import pytest
+from pydantic import ValidationError
 
-from drivers.datatypes import BIT_TABLES
-from drivers.planner import FUNCTION_CODE, MAX_BITS_PER_READ, ReadRequest, plan_reads
-from drivers.profile import Point
+from drivers.modbus.datatypes import BIT_TABLES
+from drivers.modbus.planner import FUNCTION_CODE, MAX_BITS_PER_READ, ReadRequest, plan_reads
+from drivers.modbus.points import ModbusPoint as Point
 
 TABLES = ("coil", "discrete", "holding", "input")
 SIZES = {"uint16": 1, "float32": 2, "uint64": 4}
@@ -190,10 +191,12 @@ def test_bit_points_share_a_register() -> None:
     assert [(r.address, r.count, r.points) for r in plan] == [(10, 2, ("alarm", "fault", "level"))]
 
 
-def test_points_without_address_are_left_out() -> None:
-    points = {"a": pt(0), "dlt": Point(di="00-01-00-00", format="XXXXXX.XX")}
-    assert [r.points for r in plan_reads(points, 125, 8)] == [("a",)]
-    assert plan_reads({"dlt": Point(di="02-01-01-00")}, 125, 8) == []
+def test_a_modbus_point_needs_an_address_and_takes_no_data_identifier() -> None:
+    # the planner only ever sees Modbus points: a DL/T 645 point is another model
+    with pytest.raises(ValidationError, match="address"):
+        Point(di="00-01-00-00", format="XXXXXX.XX")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="di"):
+        Point(table="holding", address=1, di="02-01-01-00")  # type: ignore[call-arg]
 
 
 def test_top_of_the_address_space() -> None:

@@ -16,9 +16,9 @@ from agent.localbroker import LocalBroker
 from drivers.catalog import resolve_profile
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.device import ModbusDevice
+from drivers.modbus.simulator.runner import SimRunner
+from drivers.modbus.simulator.server import SimSlave
 from drivers.reading import Polled
-from drivers.simulator.modbus_server import SimSlave
-from drivers.simulator.runner import SimRunner
 from tests.helpers import AgentProcess, Collector, edge_agent, wait_for, write_config
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them

@@ -25,11 +25,12 @@ from drivers.catalog import catalog, load_profile_file, resolve_profile
 from drivers.errors import DriverError
 from drivers.modbus.bus import ModbusBus, rtu_wire_seconds
 from drivers.modbus.device import ModbusDevice
+from drivers.modbus.planner import ReadRequest
+from drivers.modbus.points import ModbusPoint as Point
+from drivers.modbus.points import ModbusProfile as Profile
+from drivers.modbus.simulator.runner import SimRunner
+from drivers.modbus.simulator.server import SimSlave
 from drivers.modbus.wire import crc_ok, with_crc
-from drivers.planner import ReadRequest
-from drivers.profile import Point, Profile
-from drivers.simulator.modbus_server import SimSlave
-from drivers.simulator.runner import SimRunner
 from tests.helpers import read_all, wait_for
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from drivers.catalog import catalog, load_profile_file, resolve_profile
+from drivers.modbus.simulator.runner import SimRunner
+from drivers.modbus.simulator.server import SimSlave
 from drivers.modbus.wire import rtu_wire_seconds
-from drivers.simulator.modbus_server import SimSlave
-from drivers.simulator.runner import SimRunner
 from tests.helpers import edge_agent
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from drivers.catalog import load_profile_file, resolve_profile
-from drivers.datatypes import TYPES, decode
-from drivers.profile import Profile
-from drivers.writes import RegisterWrite, WriteRefused, plan_write
+from drivers.modbus.datatypes import TYPES, decode
+from drivers.modbus.points import ModbusProfile as Profile
+from drivers.modbus.writes import RegisterWrite, WriteRefused, plan_write
 from drivers.yamlsource import SourceError
 
 LAMP = "generic-smart-pole-lamp-controller"

@@ -149,7 +149,8 @@ def _start(text: str, tz: ZoneInfo) -> datetime:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from drivers.writes import WriteRefused, plan_write
+    from drivers.errors import WriteRefused
+    from drivers.protocols import plan_write
 
     if not args.dry_run:
         print("edge-agent control set: writing to the bus is not available in this version;"

@@ -21,14 +21,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.datatypes import BIT_TABLES
 from drivers.dlt645 import codec as dlt_codec
 from drivers.dlt645 import decodings as dlt
 from drivers.dlt645.bus import DLT645Bus
 from drivers.errors import BusUnavailable, DriverError
 from drivers.modbus.bus import BusKind, ModbusBus
+from drivers.modbus.datatypes import BIT_TABLES
 from drivers.modbus.decodings import as_string, fmt_float, pairs, registers
-from drivers.planner import FUNCTION_CODE, ReadRequest
+from drivers.modbus.planner import FUNCTION_CODE, ReadRequest
 
 EPILOG = """examples:
   edge-agent probe --port /dev/ttyUSB0 --unit 1 --address 0x01F4 --count 16

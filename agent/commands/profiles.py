@@ -7,10 +7,8 @@ import sys
 import textwrap
 import unicodedata
 
+from drivers import protocols
 from drivers.catalog import catalog, looks_like_path, resolve_profile
-from drivers.datatypes import BIT_TABLES
-from drivers.modbus.wire import bits_per_char, plan_wire_seconds, response_bytes, rtu_wire_seconds
-from drivers.planner import plan_reads
 from drivers.profile import Profile
 from drivers.yamlsource import SourceError
 
@@ -84,45 +82,8 @@ def run_show(args: argparse.Namespace) -> int:
     if p.description:
         print(textwrap.fill(" ".join(p.description.split()), 100, initial_indent="  ", subsequent_indent="  "))
     print(f"  file: {where}")
-    print(f"  serial: {serial_text(p)}" + (f"; byte order {p.byte_order}, word order {p.word_order}, "
-                                           f"at most {p.max_registers_per_read} registers per read"
-                                           if p.protocol == "modbus" else ""))
-    print()
-    if p.protocol == "modbus":
-        show_modbus(p)
-    else:
-        show_dlt645(p)
+    print(f"  serial: {serial_text(p)}")
+    for section in protocols.of(p).describe(p):
+        print()
+        print(section if isinstance(section, str) else table(section[1], section[0]))
     return 0
-
-
-def show_modbus(p: Profile) -> None:
-    rows = []
-    points = sorted(p.points.items(), key=lambda kv: ((kv[1].table or "holding"), kv[1].address or 0))
-    for name, pt in points:
-        assert pt.address is not None
-        scale = "" if pt.scale == 1 and pt.offset == 0 else f"x{pt.scale:g}" + (f" {pt.offset:+g}" if pt.offset else "")
-        kind = pt.type_name + (f"[{pt.length}]" if pt.length else "") + (f" bit {pt.bit}" if pt.bit is not None else "")
-        order = p.order_of(pt)
-        if pt.registers > 1 and order != (p.byte_order, p.word_order):
-            kind += f" ({order[0]}/{order[1]})"
-        rows.append([name, pt.table or "holding", f"{pt.address} (0x{pt.address:04X})", kind, scale,
-                     p.unit_of(name), pt.description or ""])
-    print(table(rows, ["POINT", "TABLE", "ADDRESS", "TYPE", "SCALE", "UNIT", "DESCRIPTION"]))
-    plan = plan_reads(p.points, p.max_registers_per_read, p.read_gap)
-    baud = p.serial.baudrate if p.serial else 9600
-    bits = bits_per_char(p.serial.parity, p.serial.stopbits, p.serial.bytesize) if p.serial else 10
-    print(f"\nread plan: {len(plan)} request{'s' if len(plan) > 1 else ''} per poll"
-          f" ({plan_wire_seconds(plan, baud, bits) * 1000:.0f} ms on the wire at {baud} baud)")
-    rows = []
-    for r in plan:
-        what = ("bit" if r.table in BIT_TABLES else "register") + ("s" if r.count > 1 else "")
-        rows.append([f"fc{r.function_code}", r.table, f"{r.address}..{r.end - 1}", f"{r.count} {what}",
-                     f"{rtu_wire_seconds(8, response_bytes(r), baud, bits) * 1000:.1f} ms", ", ".join(r.points)])
-    print(table(rows, ["FC", "TABLE", "ADDRESSES", "COUNT", "WIRE", "POINTS"]))
-
-
-def show_dlt645(p: Profile) -> None:
-    rows = [[name, pt.di or "", pt.format or "", p.unit_of(name), pt.description or ""]
-            for name, pt in p.points.items()]
-    print(table(rows, ["POINT", "DATA ID", "FORMAT", "UNIT", "DESCRIPTION"]))
-    print(f"\nread plan: one request per data identifier, {len(p.points)} per poll")

@@ -13,7 +13,8 @@ from drivers.catalog import catalog, resolve_profile
 from drivers.errors import DriverError, ExceptionResponse, NoResponse
 from drivers.modbus.bus import ModbusBus
 from drivers.modbus.identify import Fit, fitting_profiles
-from drivers.planner import ReadRequest
+from drivers.modbus.planner import ReadRequest
+from drivers.modbus.points import ModbusProfile
 
 from .probe import add_line_arguments, describe_line, open_bus
 
@@ -148,7 +149,7 @@ def report(line: str, found: list[Found]) -> None:
 
 
 async def suggest(bus: ModbusBus, answering: list[Found]) -> None:
-    profiles = [p for p in (resolve_profile(n) for n in catalog()) if p.protocol == "modbus"]
+    profiles = [p for p in (resolve_profile(n) for n in catalog()) if isinstance(p, ModbusProfile)]
     print("profiles that fit (every request of the profile answered and decoded):")
     for f in answering:
         fits = await fitting_profiles(bus, f.unit, profiles)

@@ -29,8 +29,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from drivers.errors import WriteRefused
 from drivers.profile import Profile
-from drivers.writes import RegisterWrite, WriteRefused, plan_write
+from drivers.protocols import PlannedWrite, plan_write
 
 from .audit import AuditLog
 from .config import DeviceControl, SetValue
@@ -94,7 +95,7 @@ class Decision:
     status: Status | None
     reason: str = ""
     values: dict[str, SetValue] = field(default_factory=dict)
-    writes: list[RegisterWrite] = field(default_factory=list)
+    writes: list[PlannedWrite] = field(default_factory=list)
     hold: float | None = None
     duplicate: bool = False
     reply: dict[str, Any] | None = None
@@ -152,7 +153,7 @@ class CommandDesk:
         if target is None:
             return self._close(_refuse(d, f"unknown device '{d.device}'"))
         allow = target.control.allow if target.control else []
-        writes: list[RegisterWrite] = []
+        writes: list[PlannedWrite] = []
         for point, value in cmd.values.items():
             if point not in allow:
                 return self._close(_refuse(d, f"'{point}' is not allowed on {target.name}"

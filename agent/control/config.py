@@ -14,8 +14,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
+from drivers import protocols
+from drivers.errors import WriteRefused
 from drivers.profile import Profile
-from drivers.writes import WriteRefused, plan_write
+from drivers.protocols import plan_write
 from drivers.yamlsource import Problem, Source, did_you_mean
 
 from ..units import Duration, parse_duration
@@ -186,10 +188,11 @@ def _not_writable(profile: Profile, point: str) -> str | None:
     p = profile.points.get(point)
     if p is None:
         return f"profile {profile.name} has no point '{point}'{did_you_mean(point, profile.points)}"
-    if profile.protocol != "modbus":
-        return f"profile {profile.name} is {profile.protocol}: its points cannot be written"
-    if not p.writable:
-        writable = [n for n, q in profile.points.items() if q.writable]
+    protocol = protocols.of(profile)
+    if not protocol.writes:
+        return f"profile {profile.name} is {protocol.title}: its points cannot be written"
+    if not getattr(p, "writable", False):
+        writable = [n for n, q in profile.points.items() if getattr(q, "writable", False)]
         return (f"point '{point}' of profile {profile.name} is not writable"
                 f" (writable: {', '.join(writable) or 'none'})")
     return None

@@ -10,6 +10,8 @@ does not do it by itself. paho's own in-flight limit is off: the uplink keeps at
 from __future__ import annotations
 
 import contextlib
+import select
+import socket
 import ssl
 import threading
 import time
@@ -125,6 +127,34 @@ class Connection:
     def loop(self, timeout: float) -> bool:
         """Network I/O and callbacks; False once the connection is gone."""
         rc = self.client.loop(timeout=timeout)
+        return rc == mqtt.MQTT_ERR_SUCCESS and not self.lost
+
+    def sleep(self, timeout: float, wake: socket.socket) -> bool:
+        """Sleep until the broker sends something, ``wake`` becomes readable or ``timeout``
+        passes, then do paho's network I/O and keepalive (its external-loop API). This is how
+        an idle uplink waits: no wake-ups without work. False once the connection is gone."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            timeout = 0.0  # TLS has decrypted bytes buffered: select would not see them
+        writing = [sock] if client.want_write() else []
+        try:
+            readable, _, _ = select.select([sock, wake], writing, [], max(0.0, timeout))
+        except (OSError, ValueError):
+            self.lost = True
+            return False
+        if wake in readable:
+            with contextlib.suppress(OSError):
+                wake.recv(4096)
+        rc = mqtt.MQTT_ERR_SUCCESS
+        if sock in readable:
+            rc = client.loop_read()
+        if rc == mqtt.MQTT_ERR_SUCCESS and client.want_write():
+            rc = client.loop_write()
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
         return rc == mqtt.MQTT_ERR_SUCCESS and not self.lost
 
     def publish(self, topic: str, data: bytes | str, retain: bool = False) -> int | None:

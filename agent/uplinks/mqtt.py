@@ -14,22 +14,26 @@ the connection and starts a fresh session, which re-reads everything pending.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from buffer.outbox import Outbox, OutboxReader, Row
+from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader, Row
 
+from ..alarms.config import ReportPoint
 from ..config import MqttUplink
 from . import payload
 from .connection import Connection, Stopping
+from .onchange import ChangeFilter
 from .refusals import RefusalGate
 from .security import UplinkError, read_secret, tls_context
 from .topics import TopicMap
@@ -62,7 +66,7 @@ class UplinkStats:
 
 @dataclass(slots=True)
 class _Msg:
-    kind: str  # "readings" | "eviction" | "other"
+    kind: str  # "readings" | "alarm" | "eviction" | "other"
     topic: str
     data: bytes | str
     seqs: list[int]
@@ -100,11 +104,18 @@ def _by_device(rows: Sequence[Row]) -> dict[str, list[Row]]:
     return groups
 
 
+class AlarmBoard(Protocol):
+    """What an uplink needs of the alarm engine: the retained set, as (version, payload)."""
+
+    published: tuple[int, str]
+
+
 class MqttUplinkWorker:
     """One platform: its broker, credentials, topics, format and delivery state."""
 
     def __init__(self, name: str, cfg: MqttUplink, info: GatewayInfo, outbox: Outbox,
-                 base_dir: Path) -> None:
+                 base_dir: Path, alarms: AlarmBoard | None = None,
+                 report: Mapping[str, Mapping[str, ReportPoint]] | None = None) -> None:
         self.name = name
         self.cfg = cfg
         self.info = info
@@ -114,10 +125,18 @@ class MqttUplinkWorker:
         self.stats = UplinkStats()
         self.topics = TopicMap(cfg, info.gateway, info.devices)
         self.gate = RefusalGate(cfg.refused_retry)
+        self.alarms = alarms
+        self.changes = ChangeFilter(report or {}) if cfg.on_change else None
+        self._alarm_topic = f"{cfg.topic_prefix}/{info.gateway}/alarm/"
         self._heads: dict[str, str] = {}
         self._retain = True  # until a broker says it has no retained messages
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        # an idle uplink sleeps in select() on the broker's socket and this pair: new readings,
+        # eviction records and stop() write a byte to wake it (only while it sleeps)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._idle = False
         self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
         self._rtt = 0.0  # smoothed seconds from PUBLISH to PUBACK
@@ -129,7 +148,7 @@ class MqttUplinkWorker:
         self._window = 1
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
-        outbox.add_listener(lambda _seq: self._wake.set())
+        outbox.add_listener(lambda _seq: self.wake() if self._idle else None)
 
     def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
         """Log a state change once; repeats go to debug."""
@@ -144,11 +163,19 @@ class MqttUplinkWorker:
         self._thread = threading.Thread(target=self._run, name=f"uplink-{self.name}", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Interrupt an idle sleep (thread-safe): there is something to send or to stop for."""
+        with contextlib.suppress(OSError):  # BlockingIOError: a wake-up is already pending
+            self._wake_w.send(b"\0")
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._wake.set()
+        self.wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self._wake_r.close()
+            self._wake_w.close()
 
     def _run(self) -> None:
         reader = self.outbox.reader()
@@ -261,6 +288,10 @@ class MqttUplinkWorker:
 
     def _build(self, rows: Sequence[Row], per_message: int, queue: deque[_Msg], max_payload: int) -> None:
         """Messages of at most ``per_message`` readings; native: one device per message."""
+        if self.changes is not None:
+            rows, quiet = self.changes.apply(list(rows))
+            if quiet:  # nothing moved: delivered, as far as this platform asked
+                self.outbox.ack(self.name, quiet)
         if self.cfg.format == "native":
             for device, drows in _by_device(rows).items():
                 topic, head = self.topics.telemetry(device), self._head(device)
@@ -290,6 +321,22 @@ class MqttUplinkWorker:
             return
         queue.append(_Msg("readings", topic, data, [r.seq for r in rows]))
 
+    def _alarm_messages(self, rows: Sequence[Row], queue: deque[_Msg]) -> None:
+        """One QoS 1 message per alarm event: ``{"seq", "ts", "alarm", "state", ...}``."""
+        for r in rows:
+            body = f'{{"seq":{r.seq},"ts":{r.ts},{r.vals[1:]}' if r.vals != "{}" else f'{{"seq":{r.seq},"ts":{r.ts}}}'
+            queue.append(_Msg("alarm", self._alarm_topic + r.device, body, [r.seq]))
+
+    def _alarm_set(self, queue: deque[_Msg], shown: int) -> int:
+        """Queue the retained set of active alarms when it changed since ``shown``; the version shown."""
+        if self.alarms is None:
+            return shown
+        version, body = self.alarms.published
+        if version != shown:
+            queue.append(_Msg("other", f"{self.cfg.topic_prefix}/{self.info.gateway}/alarms", body, _NO_SEQS,
+                              retain=True))
+        return version
+
     # -- acknowledgements ------------------------------------------------------------------
     def _settle(self, conn: Connection, inflight: dict[int, _Msg], now: float) -> None:
         acked: list[int] = []
@@ -308,7 +355,9 @@ class MqttUplinkWorker:
             self._rtt += (now - msg.sent - self._rtt) * 0.2
             self._window = min(conn.window, self._window * 2)
             self._largest_acked = max(self._largest_acked, len(msg.data))
-            if msg.kind == "readings":
+            if msg.kind == "alarm":
+                acked += msg.seqs
+            elif msg.kind == "readings":
                 acked += msg.seqs
                 self._batch = min(self.cfg.backlog_batch, self._batch * 2)
                 if self.gate and self.gate.accepted(msg.topic):
@@ -384,6 +433,12 @@ class MqttUplinkWorker:
         backlog_cursor = 0
         skip: set[int] = set()  # in flight when a rescan began: not to be read again in that pass
         ready_other: deque[_Msg] = deque(self._announcements())  # status, metadata, eviction notices
+        # alarm events first: those the buffer holds (raised while the link was down), then the active set
+        ready_alarm: deque[_Msg] = deque()
+        self._alarm_messages(reader.alarm_rows(self.bit, live_floor), ready_alarm)
+        alarms_shown = self._alarm_set(ready_alarm, -1)
+        if self.changes is not None:
+            self.changes.reset()
         ready_live: deque[_Msg] = deque()
         ready_backlog: deque[_Msg] = deque()
         tokens = float(cfg.backlog_batch)
@@ -435,7 +490,10 @@ class MqttUplinkWorker:
                 rows = reader.fetch(self.bit, live_cursor, None, cfg.live_batch * max(1, window - len(inflight)))
                 if rows:
                     live_cursor = rows[-1].seq
+                    self._alarm_messages([r for r in rows if r.status == ALARM_STATUS], ready_alarm)
+                    rows = [r for r in rows if r.status != ALARM_STATUS]
                     self._build(rows, cfg.live_batch, ready_live, self._payload_limit(conn))
+            alarms_shown = self._alarm_set(ready_alarm, alarms_shown)
             if cfg.backlog_rate:
                 tokens = min(max(cfg.backlog_rate, cfg.backlog_batch), tokens + (now - last_refill) * cfg.backlog_rate)
                 last_refill = now
@@ -450,14 +508,15 @@ class MqttUplinkWorker:
                 else:
                     backlog_cursor = rows[-1].seq
                     tokens -= len(rows)
-                    if skip:
-                        rows = [r for r in rows if r.seq not in skip]
+                    # alarm events went ahead at the start of the session (or live)
+                    rows = [r for r in rows if r.seq not in skip and r.status != ALARM_STATUS]
                     self._build(rows, self._batch, ready_backlog, self._payload_limit(conn))
             # hand messages to paho: status first, then live; the backlog leaves two slots for live readings
             sent = 0
             if inflight and now - next(iter(inflight.values())).sent > max(HOLD_AFTER, 4 * self._rtt):
                 window = 0  # acknowledgements stopped coming: wait for one (or the stall watchdog)
-            for queue, slots in ((ready_other, window), (ready_live, window), (ready_backlog, max(1, window - 2))):
+            for queue, slots in ((ready_alarm, max(1, window)), (ready_other, window), (ready_live, window),
+                                 (ready_backlog, max(1, window - 2))):
                 while queue and len(inflight) < slots:
                     msg = queue.popleft()
                     if msg.kind == "readings" and self.gate and not self.gate.allows(msg.topic, now):
@@ -466,5 +525,24 @@ class MqttUplinkWorker:
                         return
                     sent += 1
             if not sent and not inflight:
-                self._wake.wait(0.05)
-                self._wake.clear()
+                backlog_due = None
+                if cfg.backlog_rate and backlog_cursor < live_floor and not ready_backlog:
+                    need = min(cfg.backlog_batch, live_floor - backlog_cursor)
+                    backlog_due = now + max(0.0, need - tokens) / cfg.backlog_rate
+                self._idle = True
+                try:
+                    if outbox.last_seq == live_cursor and not self._stop.is_set():
+                        conn.sleep(self._idle_seconds(now, backlog_due), self._wake_r)
+                finally:
+                    self._idle = False
+
+    def _idle_seconds(self, now: float, backlog_due: float | None) -> float:
+        """How long an idle uplink may sleep: until a refused topic's retry, the backlog's next
+        tokens, or a quarter of the keepalive (paho's PINGREQ), whichever comes first."""
+        deadlines = [now + self.cfg.keepalive / 4]
+        gate_due = self.gate.next_due()
+        if gate_due is not None:
+            deadlines.append(gate_due)
+        if backlog_due is not None:
+            deadlines.append(backlog_due)
+        return max(0.0, min(deadlines) - now)

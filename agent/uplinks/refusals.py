@@ -57,6 +57,13 @@ class RefusalGate:
         return any(now >= t for topic, t in self.blocked.items()
                    if topic not in self._probing and topic not in self._probe_ok)
 
+    def next_due(self) -> float | None:
+        """When :meth:`rescan_due` next turns true by itself (monotonic seconds), or None."""
+        if self._rescan:
+            return 0.0
+        times = [t for topic, t in self.blocked.items() if topic not in self._probing and topic not in self._probe_ok]
+        return min(times) if times else None
+
     def rescan_started(self, now: float) -> None:
         self._rescan = False
         for topic, t in self.blocked.items():

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import serial
 
 from ..busstats import BusStats
-from ..datatypes import apply_scale
 from ..errors import (
     BusUnavailable,
     CrcError,
@@ -29,9 +28,10 @@ from ..errors import (
     NoResponse,
     ShortFrame,
 )
-from ..profile import Profile
 from ..reading import Polled
+from ..scale import apply_scale
 from . import bcd, codec
+from .points import DLT645Profile as Profile
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,19 @@ from typing import Literal
 import serial
 
 from ..errors import CrcError, GarbageFrame, ShortFrame
-from ..profile import Profile
 from ..reading import Value
 from ..simulator.values import PointSimulator
 from . import bcd, codec
 from .bus import PARITIES, char_seconds
+from .points import DLT645Profile as Profile
 
 log = logging.getLogger(__name__)
 
 Fault = Literal["none", "dead", "bad_checksum", "garbage", "error", "short", "slow"]
 FAULTS: tuple[Fault, ...] = ("dead", "bad_checksum", "garbage", "error", "short", "slow")
+# the common fault names (drivers/simulator/spec.py) as a meter shows them
+COMMON_FAULTS: dict[str, Fault] = {"dead": "dead", "exception": "error", "slow": "slow", "bad_crc": "bad_checksum",
+                                   "garbage": "garbage", "short": "short", "none": "none"}
 ERR_NO_DATA = 0x02  # error byte: no requested data
 
 
@@ -68,6 +71,15 @@ class SimMeter:
     requests: int = 0
     served: dict[str, Value] = field(default_factory=dict)
     history: dict[str, set[Value]] = field(default_factory=dict)
+
+    def set_fault(self, fault: str, rate: float = 1.0) -> None:
+        """Change the fault while serving, by the common names (``exception`` → an error reply,
+        ``bad_crc`` → a bad checksum) or this simulator's own."""
+        kind = COMMON_FAULTS.get(fault, fault)
+        if kind != "none" and kind not in FAULTS:
+            raise ValueError(f"unknown fault '{fault}' (faults: {', '.join(COMMON_FAULTS)})")
+        self.fault = kind  # type: ignore[assignment]
+        self.fault_rate = rate
 
     def __post_init__(self) -> None:
         raw = codec.address_bytes(self.address)

@@ -27,8 +27,8 @@ from pymodbus.framer import FramerType
 
 from ..busstats import BusStats
 from ..errors import BusUnavailable, DriverError, ExceptionResponse, NoResponse, ShortFrame
-from ..planner import ReadRequest
 from .buslock import BusLock
+from .planner import ReadRequest
 from .rtu_line import RtuLine
 from .wire import REQUEST_BYTES, Expected, bits_per_char, response_bytes, rtu_gap_seconds, rtu_wire_seconds
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..datatypes import PointDecoder
 from ..errors import BusUnavailable, DriverError, ExceptionResponse, NoResponse
-from ..planner import ReadRequest, plan_reads
-from ..profile import Profile
 from ..reading import Polled
 from .bus import ModbusBus
+from .datatypes import PointDecoder
+from .planner import ReadRequest, plan_reads
+from .points import ModbusProfile as Profile
 
 log = logging.getLogger(__name__)
 

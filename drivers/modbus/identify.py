@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..datatypes import decode
 from ..errors import DriverError
-from ..planner import plan_reads
-from ..profile import Profile
 from ..reading import Value
 from .bus import ModbusBus
+from .datatypes import decode
+from .planner import plan_reads
+from .points import ModbusProfile as Profile
 
 
 @dataclass

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..datatypes import BIT_TABLES
-from ..planner import ReadRequest
+from .datatypes import BIT_TABLES
+from .planner import ReadRequest
 
 
 def bits_per_char(parity: str = "N", stopbits: int = 1, bytesize: int = 8) -> int:

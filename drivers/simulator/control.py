@@ -1,11 +1,11 @@
 """Change simulated faults while serving, from a control file.
 
-The file states the faults wanted *now*, one per line, as ``LINE:UNIT=KIND[:RATE]``
-(``pty:2=dead``, ``tcp:1=exception:0.2``, ``pty:1=none``); blank lines and ``#`` comments
-are ignored. Slaves not named in it have no fault. Saving the file applies it within
-``interval`` seconds; deleting it leaves the faults as they are. A line that does not parse
-is reported and ignored, the others still apply. What the file holds when serving starts is
-not applied (the command line's faults are).
+The file states the faults wanted *now*, one per line, as ``LINE:ID=KIND[:RATE]``
+(``pty:2=dead``, ``tcp:1=exception:0.2``, ``pty:000000000001=slow``, ``pty:1=none``);
+blank lines and ``#`` comments are ignored. Devices not named in it have no fault. Saving
+the file applies it within ``interval`` seconds; deleting it leaves the faults as they are.
+A line that does not parse is reported and ignored, the others still apply. What the file
+holds when serving starts is not applied (the command line's faults are).
 """
 
 from __future__ import annotations
@@ -13,45 +13,51 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
-from .modbus_server import FAULTS, Fault, SimSlave
+from .spec import FAULT_NAMES, SimDevice
 
 log = logging.getLogger(__name__)
 
-FAULT_LINE = re.compile(r"^(\w[\w-]*):(\d{1,3})=([a-z_]+)(?::([0-9.]+))?$")
+FAULT_LINE = re.compile(r"^(\w[\w-]*):(\d{1,12})=([a-z_]+)(?::([0-9.]+))?$")
 
 
 @dataclass(frozen=True)
 class FaultSpec:
     line: str
-    unit: int
-    fault: Fault
+    ident: str
+    fault: str
     rate: float = 1.0
 
 
 def parse_fault(spec: str) -> FaultSpec:
-    """``LINE:UNIT=KIND[:RATE]`` → FaultSpec. Raises ValueError saying what is wrong."""
+    """``LINE:ID=KIND[:RATE]`` → FaultSpec. Raises ValueError saying what is wrong."""
     m = FAULT_LINE.match(spec.strip())
     if not m:
         raise ValueError(f"'{spec}': expected LINE:UNIT=KIND[:RATE], e.g. pty:2=dead or pty:1=bad_crc:0.1")
     kind = m.group(3)
-    if kind not in FAULTS:
-        raise ValueError(f"'{spec}': unknown fault '{kind}' (faults: {', '.join(FAULTS)})")
+    if kind not in (*FAULT_NAMES, "none"):
+        raise ValueError(f"'{spec}': unknown fault '{kind}' (faults: {', '.join(FAULT_NAMES)}, none)")
     rate = float(m.group(4) or 1.0)
     if not 0 < rate <= 1:
         raise ValueError(f"'{spec}': the rate is a fraction of requests, 0 < RATE <= 1")
-    return FaultSpec(m.group(1), int(m.group(2)), cast(Fault, kind), rate)
+    return FaultSpec(m.group(1), m.group(2), kind, rate)
+
+
+Finder = Callable[[str, str], "SimDevice | None"]
 
 
 class FaultControl:
-    """Applies a control file to the slaves, keyed by (line, unit)."""
+    """Applies a control file to the simulated devices: ``find(line, ident)`` names one,
+    ``everyone`` lists (label, device) for all, which the file's silence resets."""
 
-    def __init__(self, path: str | Path, slaves: dict[tuple[str, int], SimSlave], interval: float = 0.3) -> None:
+    def __init__(self, path: str | Path, find: Finder, everyone: list[tuple[str, SimDevice]],
+                 interval: float = 0.3) -> None:
         self.path = Path(path)
-        self.slaves = slaves
+        self.find = find
+        self.everyone = everyone
         self.interval = interval
         self._seen: tuple[int, int] | None = self._stamp()  # what is there at start is not applied
 
@@ -63,8 +69,8 @@ class FaultControl:
         return (st.st_mtime_ns, st.st_size)
 
     def apply_text(self, text: str) -> list[str]:
-        """Set every slave's fault from ``text``; returns the problems (lines not applied)."""
-        wanted: dict[tuple[str, int], FaultSpec] = {}
+        """Set every device's fault from ``text``; returns the problems (lines not applied)."""
+        wanted: list[tuple[SimDevice, FaultSpec]] = []
         problems = []
         for n, raw in enumerate(text.splitlines(), start=1):
             line = raw.split("#", 1)[0].strip()
@@ -75,13 +81,15 @@ class FaultControl:
             except ValueError as exc:
                 problems.append(f"{self.path}:{n}: {exc}")
                 continue
-            if (spec.line, spec.unit) not in self.slaves:
-                problems.append(f"{self.path}:{n}: no {spec.line} slave with unit {spec.unit}")
+            device = self.find(spec.line, spec.ident)
+            if device is None:
+                problems.append(f"{self.path}:{n}: no {spec.line} device with unit or address {spec.ident}")
                 continue
-            wanted[spec.line, spec.unit] = spec
-        for key, slave in self.slaves.items():
-            want = wanted.get(key)
-            slave.set_fault(want.fault if want else "none", want.rate if want else 1.0)
+            wanted.append((device, spec))
+        for _, device in self.everyone:
+            device.set_fault("none")
+        for device, spec in wanted:
+            device.set_fault(spec.fault, spec.rate)
         return problems
 
     def check(self) -> bool:
@@ -93,7 +101,7 @@ class FaultControl:
         problems = self.apply_text(self.path.read_text())
         for p in problems:
             log.warning("%s", p)
-        active = [f"{k[0]}:{k[1]}={s.fault}" for k, s in self.slaves.items() if s.fault != "none"]
+        active = [f"{label}={d.fault}" for label, d in self.everyone if d.fault != "none"]
         log.warning("faults now: %s", ", ".join(active) or "none")
         return True
 

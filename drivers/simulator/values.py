@@ -6,7 +6,8 @@ import math
 import random
 import time
 
-from ..profile import Point, SimSpec
+from ..profile import PointBase as Point
+from ..profile import SimSpec
 
 
 def _default_spec(name: str, point: Point) -> SimSpec:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .datatypes import BIT_TABLES
-from .profile import Point
+from .points import ModbusPoint as Point
 
 MAX_BITS_PER_READ = 2000  # Modbus limit for function codes 1 and 2
 FUNCTION_CODE = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}

@@ -26,7 +26,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.transaction import TransactionManager
 
 if TYPE_CHECKING:
-    from .modbus_server import Fault, SimContext
+    from .server import Fault, SimContext
 
 log = logging.getLogger(__name__)
 

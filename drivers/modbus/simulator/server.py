@@ -29,12 +29,12 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 
+from ...reading import Value
+from ...simulator.values import PointSimulator
 from ..datatypes import BIT_TABLES, encode
-from ..modbus.wire import rtu_gap_seconds
-from ..profile import Profile
-from ..reading import Value
+from ..points import ModbusProfile as Profile
+from ..wire import rtu_gap_seconds
 from .handler import Pending, SimSerialServer, SimTcpServer, pending_fault
-from .values import PointSimulator
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ class SimSlave:
         words: list[int] = [0] * count
         answer: dict[str, float | bool | str] = {}
         for name, sim in self.sims.items():
-            p = sim.point
-            assert p.address is not None
+            p = self.profile.points[name]
             if (p.table or "holding") != table:
                 continue
             if p.address + p.registers <= address or p.address >= address + count:

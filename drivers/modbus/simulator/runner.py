@@ -13,10 +13,11 @@ import socket
 import threading
 from typing import Any, Literal
 
-from ..catalog import resolve_profile
-from ..modbus.wire import bits_per_char
-from .modbus_server import SimContext, SimSlave, start_serial_server, start_tcp_server
-from .pty import PtyPair
+from ...catalog import resolve_profile
+from ...simulator.pty import PtyPair
+from ..points import as_modbus
+from ..wire import bits_per_char
+from .server import SimContext, SimSlave, start_serial_server, start_tcp_server
 
 Line = Literal["pty", "tcp", "rtu-over-tcp"]
 
@@ -32,7 +33,7 @@ class SimRunner:
                  parity: str = "N", stopbits: int = 1, emulate_timing: bool = False,
                  host: str = "127.0.0.1") -> None:
         if isinstance(slaves, dict):
-            slaves = [SimSlave(unit=u, profile=resolve_profile(p)) for u, p in slaves.items()]
+            slaves = [SimSlave(unit=u, profile=as_modbus(resolve_profile(p))) for u, p in slaves.items()]
         self.slaves = slaves
         self.line = line
         self.baudrate = baudrate

@@ -3,7 +3,7 @@ implies.
 
 A write is planned, not executed, here: :func:`plan_write` checks the value against the
 point (``min``/``max`` or ``values:``), encodes it through the same data-type table as
-decoding (``drivers.datatypes``: scale and offset inverted, byte and word order respected),
+decoding (``drivers.modbus.datatypes``: scale and offset inverted, byte and word order respected),
 refuses a value the type cannot hold or that does not encode exactly, and returns a
 :class:`RegisterWrite` a bus can execute and ``--dry-run`` can print.
 
@@ -20,19 +20,18 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import WriteRefused
 from .datatypes import TYPES, PointDecoder, encode, register_count
 
 if TYPE_CHECKING:
-    from .profile import Point, Profile
+    from .points import ModbusPoint as Point
+    from .points import ModbusProfile as Profile
 
 Value = int | float | bool | str
+__all__ = ["RegisterWrite", "WriteRefused", "check_value", "check_writable", "plan_write"]
 WRITABLE_TABLES = ("coil", "holding")
 FUNCTION_NAMES = {5: "write single coil", 6: "write single register", 15: "write multiple coils",
                   16: "write multiple registers"}
-
-
-class WriteRefused(ValueError):
-    """A value that must not go to the device; ``str()`` is the reason a user sees."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import InvalidValue, NotFinite, ShortFrame
+from ..errors import InvalidValue, NotFinite, ShortFrame
 
 Order = Literal["big", "little"]
 Table = Literal["coil", "discrete", "holding", "input"]
@@ -64,14 +64,6 @@ def bytes_to_words(data: bytes, byte_order: Order, word_order: Order) -> list[in
     endian: Literal["big", "little"] = "big" if byte_order == "big" else "little"
     words = [int.from_bytes(data[i : i + 2], endian) for i in range(0, len(data), 2)]
     return words[::-1] if word_order == "little" else words
-
-
-def apply_scale(raw: int | float, scale: float, offset: float) -> int | float:
-    if scale == 1 and offset == 0:
-        return raw
-    value = raw * scale + offset
-    # 253 * 0.1 is 25.300000000000001 in binary; the device meant 25.3.
-    return round(value, 9)
 
 
 def step_decimals(*steps: float) -> int:
