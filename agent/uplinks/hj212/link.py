@@ -38,13 +38,12 @@ class Link:
         self.frames_out += 1
         self.bytes_out += len(frame)
 
-    def receive(self, timeout: float) -> list[str | FrameError]:
-        """Data segments (and bad stretches) that arrived within ``timeout`` seconds."""
+    def receive(self) -> list[str | FrameError]:
+        """Data segments (and bad stretches) in what arrived; call when the socket is readable."""
         try:
-            ready, _, _ = select.select([self.sock], [], [], timeout)
-            if not ready:
-                return []
             data = self.sock.recv(65536)
+        except BlockingIOError:
+            return []
         except OSError as exc:
             raise LinkClosed(f"receive failed: {exc}") from exc
         if not data:
@@ -54,3 +53,32 @@ class Link:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+class Waker:
+    """Sleep until a deadline, the link has data, or another thread pokes (new readings, stop):
+    an idle uplink makes no wake-ups of its own."""
+
+    def __init__(self) -> None:
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+
+    def poke(self) -> None:
+        with contextlib.suppress(OSError):  # full: a wake-up is already pending
+            self._w.send(b"\0")
+
+    def wait(self, link: Link | None, timeout: float) -> tuple[bool, bool]:
+        """(poked, link readable) after at most ``timeout`` seconds."""
+        watched = [self._r] if link is None else [self._r, link.sock]
+        ready, _, _ = select.select(watched, [], [], max(0.0, timeout))
+        poked = self._r in ready
+        if poked:
+            with contextlib.suppress(OSError):
+                while self._r.recv(4096):
+                    pass
+        return poked, link is not None and link.sock in ready
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()

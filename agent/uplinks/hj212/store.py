@@ -149,6 +149,11 @@ class Hj212Store:
         self._commit_meta()
         return made
 
+    def next_end(self, grace: float) -> float | None:
+        """When the earliest open period may be closed (epoch seconds), None when none is open."""
+        row = self.conn.execute("SELECT min(start + span) FROM polls").fetchone()
+        return None if row[0] is None else float(row[0]) + grace
+
     def _period_values(self, cn: str, start: int, span: float, intervals: dict[str, float]) -> dict[str, Stats]:
         values: dict[str, Stats] = {}
         for code, device, scale, n_values, n_valid, n_over, n_failed, lo, hi, total in self.conn.execute(

@@ -19,14 +19,14 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from buffer.outbox import Outbox, OutboxReader
+from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader
 
 from ..mqtt import backoff_delay
 from . import packet as pk
 from .aggregate import Carried, Sample, carried_points, local, period_start, realtime_flag, samples, spans
 from .config import Hj212Uplink
 from .frame import FrameError
-from .link import Link, LinkClosed
+from .link import Link, LinkClosed, Waker
 from .packet import Packet, PacketError
 from .requests import Commands, Settings
 from .store import Hj212Store
@@ -89,9 +89,11 @@ class Hj212UplinkWorker:
         self._last_qn = 0
         self._logged: set[str] = set()
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._waker = Waker()
+        self._new_readings = True
+        self._next_close: float | None = 0.0  # wall-clock end of the earliest open period (+ grace)
         self._thread: threading.Thread | None = None
-        outbox.add_listener(lambda _seq: self._wake.set())
+        outbox.add_listener(lambda _seq: self._waker.poke())
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -100,7 +102,7 @@ class Hj212UplinkWorker:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._wake.set()
+        self._waker.poke()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -121,31 +123,51 @@ class Hj212UplinkWorker:
                     self.stats.last_error = f"{type(exc).__name__}: {exc}"
                     log.exception("hj212 %s: unexpected error", self.name)
                     self._drop_link("unexpected error")
+                    self._new_readings = True
                     self._stop.wait(1.0)
         finally:
             self._drop_link("stopping")
             reader.close()
             self.store.close()
+            self._waker.close()
 
     def _tick(self, reader: OutboxReader) -> None:
-        self._ingest(reader)
-        now = time.time()
-        self._close_periods(now)
-        mono = time.monotonic()
-        if self.link is None and mono >= self._next_connect:
+        if self._new_readings:
+            self._new_readings = False
+            self._ingest(reader)
+        if self._next_close is not None and time.time() >= self._next_close:
+            self._close_periods(time.time())
+        if self.link is None and time.monotonic() >= self._next_connect:
             self._connect()
-        if self.link is None:
-            self._wake.wait(0.1)
-            self._wake.clear()
-            return
         try:
-            for item in self.link.receive(0.05):
-                self._received(item)
-            self._send_due(time.time(), time.monotonic())
+            if self.link is not None:
+                self._send_due(time.time(), time.monotonic())
+            poked, readable = self._waker.wait(self.link, self._sleep())
+            self._new_readings = self._new_readings or poked
+            if readable and self.link is not None:
+                for item in self.link.receive():
+                    self._received(item)
         except LinkClosed as exc:
             self._log_once(logging.WARNING, "lost", "hj212 %s: link to %s:%d lost: %s", self.name,
                            self.cfg.host, self.cfg.port, exc)
             self._drop_link(str(exc))
+
+    def _sleep(self) -> float:
+        """Seconds until the next thing to do without being poked (at most a minute)."""
+        now, mono = time.time(), time.monotonic()
+        due = [60.0]
+        if self._next_close is not None:
+            due.append(self._next_close - now)
+        if self.link is None:
+            due.append(self._next_connect - mono)
+        else:
+            if self.settings.realtime and self._latest:
+                due.append(self._next_rtd - now)
+            due += [s.sent + self.settings.overtime - mono for s in self._inflight.values()]
+            stored = sum(1 for s in self._inflight.values() if s.packet_id is not None)
+            if self.stats.waiting > stored and stored < STORED_WINDOW:
+                due.append((1 - self._tokens) / self.cfg.backlog_rate)
+        return max(0.0, min(due))
 
     # -- readings in ---------------------------------------------------------------------
     def _evictions(self, reader: OutboxReader) -> None:
@@ -174,7 +196,7 @@ class Hj212UplinkWorker:
             todo = []
             for r in rows:
                 points = self._by_device.get(r.device)
-                if not points:
+                if not points or r.status == ALARM_STATUS:  # an alarm event is no poll
                     continue
                 reading = samples(r, points)
                 self._latest[r.device] = (r.ts, reading)
@@ -184,12 +206,18 @@ class Hj212UplinkWorker:
             self.stats.late_readings += self.store.fold(max(folded, rows[-1].seq), todo, span_by_cn)
             self.outbox.ack(self.name, [r.seq for r in rows])
             self._cursor = rows[-1].seq
+            self._next_close = self.store.next_end(self._grace())
             if len(rows) < FETCH:
                 return
+        self._new_readings = True  # more than this round takes: the next tick goes on
+
+    def _grace(self) -> float:
+        """How long after a period's end its last readings may still arrive."""
+        return min(3.0, self.settings.min_interval / 4)
 
     def _close_periods(self, now: float) -> None:
-        grace = min(3.0, self.settings.min_interval / 4)
-        made = self.store.close_due(now, grace, self.poll_intervals)
+        made = self.store.close_due(now, self._grace(), self.poll_intervals)
+        self._next_close = self.store.next_end(self._grace())
         for packet in made:
             log.debug("hj212 %s: CN=%s period %s closed", self.name, packet.cn, local(packet.start, self.tz))
         if made:
@@ -197,7 +225,6 @@ class Hj212UplinkWorker:
             if lost:
                 log.error("hj212 %s: %d stored packets older than keep_days (%d) were never answered; dropped",
                           self.name, lost, self.cfg.keep_days)
-        if made:
             self.stats.waiting = self.store.count_unanswered()
 
     # -- the link --------------------------------------------------------------------------
@@ -301,7 +328,10 @@ class Hj212UplinkWorker:
         if room <= 0:
             return
         cfg = self.cfg
-        for stored in self.store.unanswered(room, waiting):
+        due = self.store.unanswered(room, waiting)
+        if len(due) < room:  # fewer than counted: count again (the count only guides the wait)
+            self.stats.waiting = self.store.count_unanswered()
+        for stored in due:
             qn, at = self._fresh_qn()
             pkt = pk.aggregate(stored.cn, cfg.mn, cfg.pw, cfg.st, at, local(stored.start, self.tz), stored.values,
                                answer=cfg.ack)
