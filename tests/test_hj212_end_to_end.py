@@ -160,6 +160,9 @@ def test_outage_loses_no_minute_packet_and_history_answers_the_same(tmp_path: Pa
         platform.stop()
     assert rc == 0, agent.log()
     readings = unique(collector.by_device("dust-1"))
+    seqs = [r.seq for r in readings]  # MQTT carried every reading while the HJ 212 platform was down
+    assert seqs == list(range(seqs[0], seqs[-1] + 1))
+    assert any(down <= r.ts / 1000 <= up for r in readings)
     minutes = [p for p in seen if p.cn == "2051"]
     by_time: dict[str, Packet] = {}
     for pkt in minutes:

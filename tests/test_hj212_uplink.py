@@ -14,7 +14,7 @@ from agent.uplinks.hj212.config import Hj212Uplink
 from agent.uplinks.hj212.frame import encode
 from agent.uplinks.hj212.platform import Hj212Platform
 from agent.uplinks.hj212.worker import Hj212UplinkWorker
-from buffer.outbox import Outbox
+from buffer.outbox import ALARM_STATUS, Outbox
 from drivers.reading import Reading
 from tests.helpers import wait_for
 
@@ -73,6 +73,9 @@ def test_minute_packets_carry_min_avg_max_and_flags_from_the_readings(tmp_path: 
                                   status="partial" if ok else "timeout",
                                   errors={"temperature": "exception_02"} if ok else {}))
     rig.outbox.submit(Reading("meter-1", (t0 + 1) * 1000, {"voltage_l1": 230.0}))  # not carried
+    # an alarm event in the buffer is no poll: no third period, no B from it
+    event = {"rule": "dust-high", "state": "active"}
+    rig.outbox.submit(Reading("dust-1", (t0 + 25) * 1000, event, status=ALARM_STATUS))
     rig.worker.start()
     try:
         wait_for(lambda: len(platform.packets("2051")) >= 2, 10, "two minute packets")
@@ -81,11 +84,12 @@ def test_minute_packets_carry_min_avg_max_and_flags_from_the_readings(tmp_path: 
         rig.outbox.sync()
         reader = rig.outbox.reader()
         assert reader.fetch(rig.outbox.uplink_bits["env"], 0, None, 100) == []
-        assert len(reader.fetch(rig.outbox.uplink_bits["other"], 0, None, 100)) == 21
+        assert len(reader.fetch(rig.outbox.uplink_bits["other"], 0, None, 100)) == 22
         reader.close()
     finally:
         rig.close()
-    first, second = platform.packets("2051")[:2]
+    assert len(platform.packets("2051")) == 2
+    first, second = platform.packets("2051")
     assert first.fields()["DataTime"] == time.strftime("%Y%m%d%H%M%S", time.gmtime(t0 + 8 * 3600))
     f1 = first.fields()
     assert (f1["a34002-Min"], f1["a34002-Avg"], f1["a34002-Max"], f1["a34002-Flag"]) == ("100", "104.5", "109", "T")
