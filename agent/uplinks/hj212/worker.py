@@ -37,6 +37,7 @@ FETCH = 1000  # readings folded per transaction
 STORED_WINDOW = 10  # stored packets awaiting an answer at once
 CONNECT_TIMEOUT = 5.0
 HEALTHY_LINK = 10.0
+LONG_SEGMENT = 1024  # the longest data segment some platforms take (the 2005 edition's limit)
 
 
 @dataclass(slots=True)
@@ -305,6 +306,10 @@ class Hj212UplinkWorker:
     def _send(self, pkt: Packet, packet_id: int | None) -> None:
         assert self.link is not None
         segment = pkt.segment()
+        if len(segment) > LONG_SEGMENT and "long" not in self._logged:
+            self._logged.add("long")
+            log.warning("hj212 %s: a CN=%s data segment of %d characters; some platforms take at most %d"
+                        " (the agent does not split packets)", self.name, pkt.cn, len(segment), LONG_SEGMENT)
         self.link.send(segment)
         self.stats.packets_sent += 1
         if pkt.wants_answer and pkt.qn is not None:
