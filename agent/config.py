@@ -385,6 +385,12 @@ def _check_hj212(cfg: Config, source: Source, up_id: str, up: Hj212Uplink, profi
             problems.append(Problem(f, source.line_of((*path, "devices")), f"uplinks.{up_id}.devices",
                                     f"device {dev_id} has no point with an HJ 212 factor code"
                                     " (see the factor table; add one under 'factors:')"))
+    carried = [d for d in (up.devices if up.devices is not None else cfg.devices)
+               if d in profiles and set(profiles[d].points) & set(codes)]
+    if up.devices is None and not carried:
+        problems.append(Problem(f, source.line_of(path), f"uplinks.{up_id}",
+                                "no device has a point with an HJ 212 factor code: the uplink would send nothing"
+                                " (see the factor table; add codes under 'factors:')"))
     for key, message in up.standard_warnings():
         warnings.append(Problem(f, source.line_of((*path, key)), f"uplinks.{up_id}.{key}", message))
 

@@ -68,3 +68,13 @@ def test_unit_override_converts_dust_to_mg() -> None:
     assert multiplier("pm10", "mg/m³") == 0.001
     assert multiplier("pm10", None) == 1.0
     assert FACTORS["pm2_5"].code == "a34004"
+
+
+def test_an_uplink_with_nothing_to_send_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    text = BASE.format(device="x", extra="").replace("    devices: [x]\n", "")
+    path.write_text(text.replace("dust-1: {bus: lan, unit: 1, profile: renke-dust-all-in-one",
+                                 "meter-1: {bus: lan, unit: 1, profile: eastron-sdm630"))
+    r = edge_agent("check", "-c", str(path))
+    assert r.returncode == 1
+    assert "uplinks.env-bureau: no device has a point with an HJ 212 factor code" in r.stdout
