@@ -116,6 +116,8 @@ def test_garbage_bad_crc_and_truncated_frames_never_stop_the_uplink(tmp_path: Pa
         platform.send_raw(bad_crc)
         platform.send_raw(b"##0100QN=123;ST=32")  # truncated: cut short by the next frame
         platform.send_raw(b"##zzzz\r\n")
+        wait_for(lambda: any(p.fields() == {"QnRtn": "9"} for p in platform.packets("9011")), 5,
+                 "the bad-CRC request answered QnRtn 9")
         answers = platform.request("1061")
         assert [p.cn for p in answers] == ["9011", "1061", "9012"]
         assert answers[1].fields()["RtdInterval"] == "0.5"

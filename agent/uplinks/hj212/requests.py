@@ -1,7 +1,7 @@
 """What the platform may ask (HJ 212-2017 Appendix C flows), and the settings it may change.
 
 A request with Flag A is answered 9011 (QnRtn 1 ready, 3 wrong PW, 4 wrong MN, 8 unknown
-CN); a command then runs and ends with 9012 (ExeRtn 1 done, 3 refused, 100 no data).
+CN; 9 bad CRC, from the worker); a command then runs and ends with 9012 (ExeRtn 1 done, 3 refused, 100 no data).
 Answers and uploads carry the request's QN. Changed intervals are kept in the uplink's
 store and win over the config until the config's own value changes.
 """
