@@ -117,7 +117,7 @@ class Commands:
             return [self._done(req, EXE_RTN_REFUSED)]
         try:
             self._set_clock(wanted)
-        except (OSError, PermissionError) as exc:
+        except OSError as exc:
             log.error("hj212 %s: setting the clock to %s failed: %s", self.name, text, exc)
             return [self._done(req, "2")]
         log.warning("hj212 %s: clock set to %s by the platform (%+.1fs)", self.name, text, offset)
