@@ -17,6 +17,9 @@ from . import __version__
 from .alarms.engine import STATE_KEY, AlarmEngine
 from .alarms.store import saved_state
 from .config import LoadedConfig, MqttUplink
+from .control.audit import DB_NAME, AuditLog
+from .control.mqtt_commands import CommandPort
+from .control.service import ControlService
 from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .uplinks.hj212.config import Hj212Uplink
@@ -60,11 +63,18 @@ class Agent:
         finally:
             reader.close()
         self.alarms = AlarmEngine(cfg.alarms, self._alarm_event, self._hasten, saved)
+        self.audit = AuditLog(data_dir / DB_NAME)
+        self.writes = ControlService(loaded, self.devices, self.audit)
+        self.writes.on_written = self._poll_now
+        self._extra_polls: set[asyncio.Task[None]] = set()
+        loop = asyncio.get_running_loop()
         # without rules the retained set is published only to clear one left from before
         report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
         self.uplinks: list[MqttUplinkWorker | Hj212UplinkWorker] = [
             MqttUplinkWorker(name, up, info, self.outbox, base, report=report,
-                             alarms=self.alarms if cfg.alarms or saved else None)
+                             alarms=self.alarms if cfg.alarms or saved else None,
+                             commands=CommandPort(name, up, cfg.gateway.id, base, self.writes.command,
+                                                  loop) if up.commands else None)
             for name, up in cfg.uplinks.items() if isinstance(up, MqttUplink)]
         points = {dev: list(profile.points) for dev, profile in loaded.profiles.items()}
         intervals = {dev: d.interval for dev, d in cfg.devices.items()}
@@ -74,6 +84,20 @@ class Agent:
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
         self.control.register("alarms", lambda _req: {"alarms": self.alarms.snapshot(),
                                                       "active": self.alarms.active()})
+        self.control.register("control.set", self.writes.handle_set)
+
+    def _poll_now(self, device: str) -> None:
+        """One extra reading right after a write, so the platform sees the new state."""
+        poller = self.pollers.get(device)
+        if poller is None:
+            return
+
+        async def poll() -> None:
+            self.submit(await poller.poll_once())
+
+        task = asyncio.get_running_loop().create_task(poll(), name=f"poll-after-write-{device}")
+        self._extra_polls.add(task)
+        task.add_done_callback(self._extra_polls.discard)
 
     def submit(self, reading: Reading) -> None:
         self.outbox.submit(reading)
@@ -102,11 +126,13 @@ class Agent:
                  __version__, cfg.gateway.id, len(self.buses), len(self.devices), len(self.uplinks),
                  self.outbox.path)
         tasks = [asyncio.create_task(p.run(), name=f"poll-{p.device_id}") for p in self.pollers.values()]
+        tasks.append(asyncio.create_task(self.writes.schedules.run(), name="schedules"))
         try:
             await stop.wait()
         finally:
             log.info("stopping: flushing the buffer")
             await self.control.close()
+            tasks += self._extra_polls
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -116,3 +142,4 @@ class Agent:
             for up in self.uplinks:
                 up.stop()
             self.outbox.close()
+            self.audit.close()

@@ -20,12 +20,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from drivers.reading import Reading
 
 from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
+from .jsontext import values_json
 from .ranges import to_ranges
 from .reader import ALARM_STATUS, Eviction, OutboxReader, Row
 from .schema import committed_seq, migrate
@@ -55,18 +55,6 @@ RETRY_MIN, RETRY_MAX = 0.1, 2.0
 ACK_COMMIT = 0.03
 ACKS = frozenset({"a", "e"})
 ALARM_HISTORY = 10_000  # alarm events kept in alarm_events for `edge-agent alarms`
-
-
-# one encoder, built once: json.dumps with options builds a new one per call (a third slower)
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-
-
-def values_json(values: Mapping[str, object]) -> str:
-    """Values as strict JSON text (a NaN or infinity from a bad register becomes null)."""
-    try:
-        return _encode(values)
-    except ValueError:
-        return _encode({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()})
 
 
 @dataclass(slots=True)
@@ -364,7 +352,7 @@ class Outbox:
                 "INSERT INTO readings(seq, device, ts, status, vals, pending, errors, flags)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(first + i, r.device, r.ts, r.status, values_json(r.values), self._mask,
-                  _encode(r.errors) if r.errors else None, _encode(r.flags) if r.flags else None)
+                  values_json(r.errors) if r.errors else None, values_json(r.flags) if r.flags else None)
                  for i, r in enumerate(batch)])
             self._record_events(first, batch)
         meta = self._meta if len(batch) == len(self._held) else {}  # with the last chunk of readings

@@ -85,4 +85,6 @@ class DeviceOffline(DriverError):
 
 
 class WriteRefused(ValueError):
-    """A value that must not go to the device; ``str()`` is the reason a user sees."""
+    """A write that must not go to the device (not writable, out of range, not encodable, or a
+    protocol the agent does not write to); ``str()`` is the reason a user sees. Raised before
+    anything touches the bus."""

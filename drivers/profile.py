@@ -45,6 +45,10 @@ class SimSpec(Strict):
     period: float = 3600.0
     role: Literal["rainfall", "level"] = "level"
     value: float | bool | str = 0
+    # a load behind a relay and a dimmer: ~0 while the bool point ``switched_by`` is off,
+    # scaled by the 0-100 % point ``dimmed_by`` otherwise (the simulator follows writes to them)
+    switched_by: str | None = None
+    dimmed_by: str | None = None
 
 
 class PointBase(Strict):
@@ -102,6 +106,9 @@ class ProfileBase(Strict):
                     f"point '{name}' is not in the measurement vocabulary{did_you_mean(name, VOCABULARY)}"
                     " and declares no 'unit'"
                 )
+            for other in (p.sim.switched_by, p.sim.dimmed_by) if p.sim else ():
+                if other is not None and other not in self.points:
+                    raise ValueError(f"point '{name}': sim names point '{other}', which the profile lacks")
         return self
 
     def unit_of(self, point: str) -> str:

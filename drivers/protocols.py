@@ -49,6 +49,11 @@ class Device(Interface):
 
     async def read(self) -> Polled: ...
 
+    async def write(self, values: Mapping[str, Value]) -> dict[str, Value]:
+        """Write point values and return them as read back; a protocol that does not write
+        raises WriteRefused without touching its bus, a failing bus a DriverError."""
+        ...
+
 
 class PlannedWrite(Interface):
     """A checked, encoded write a device can execute and ``--dry-run`` can print."""

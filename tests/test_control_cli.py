@@ -64,5 +64,7 @@ def test_set_dry_run_shows_the_register_writes_and_refuses_the_rest(tmp_path: Pa
     assert r.returncode == 1 and r.stdout == ""
     assert "voltage_l1=230: refused: 'voltage_l1' is not allowed on lamp-1" in r.stderr
     assert "dim_level=101: refused: dim_level=101 is above the maximum 100" in r.stderr
-    r = edge_agent("control", "set", "-c", str(lamps), "lamp-1", "dim_level=60")
-    assert r.returncode == 2 and "--dry-run shows the register writes" in r.stderr
+    r = edge_agent("control", "set", "-c", str(lamps), "lamp-1", "dim_level=60")  # no agent, no port
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "lamp-1: failed: bus_unavailable: rs485-1: cannot open /dev/ttyUSB0" in r.stderr
+    assert "no agent running: directly on bus rs485-1" in r.stderr

@@ -1,21 +1,28 @@
-"""``edge-agent control log|schedule``: what was written to devices, and what the schedules will do.
+"""``edge-agent control log|schedule|set``: what was written to devices, what the schedules
+will do, and a technician's write.
 
-Both read the config and the control database only (read-only), so they work with no daemon
-running and beside a running one.
+``log`` and ``schedule`` read the config and the control database only (read-only), so they
+work with no daemon running and beside a running one. ``set`` asks the running daemon
+(control socket, operation ``control.set``) and writes directly on the bus when none runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sqlite3
 import sys
 import textwrap
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from drivers.yamlsource import SourceError
+
+if TYPE_CHECKING:
+    from ..config import LoadedConfig
 
 EPILOG_LOG = """examples:
   edge-agent control log -c /etc/edge-agent/config.yaml
@@ -35,15 +42,17 @@ EPILOG_SET = """examples:
   edge-agent control set -c /etc/edge-agent/config.yaml lamp-1 dim_level=60 --dry-run
   edge-agent control set -c config.yaml lamp-1 lamp_on=false dim_level=0 --dry-run
 Checks the values as a platform command is checked (the device's control.allow, the
-point's min/max or values, exact encoding) and prints the Modbus register writes they
-imply, without touching the bus. Values are JSON: true/false, numbers.
-This version plans writes only: --dry-run is required."""
+point's min/max or values, exact encoding, min_toggle), writes them and prints the values
+read back. With an agent running the write goes through it (between its polls, one owner
+per port); without one, directly on the bus. Either way it is in `control log`.
+--dry-run prints the Modbus register writes the values imply, without touching the bus.
+Values are JSON: true/false, numbers."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("control", help="the control audit log and the coming schedule steps")
-    actions = p.add_subparsers(dest="control_command", required=True, metavar="log|schedule")
+    actions = p.add_subparsers(dest="control_command", required=True, metavar="log|schedule|set")
     q = actions.add_parser("log", help="what was written to devices, by whom, with what result",
                            epilog=EPILOG_LOG, formatter_class=fmt)
     q.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
@@ -56,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--days", type=int, default=3, metavar="N", help="how many local days (default 3)")
     q.add_argument("--from", dest="start", metavar="TIME", help="start here instead of now")
     q.set_defaults(func=cmd_schedule)
-    q = actions.add_parser("set", help="check a technician write and show its register writes (--dry-run)",
+    q = actions.add_parser("set", help="a technician write: checked, written, read back, audited",
                            epilog=EPILOG_SET, formatter_class=fmt)
     q.add_argument("-c", "--config", required=True, metavar="FILE", help="config YAML")
     q.add_argument("device", metavar="DEVICE", help="device id from the config")
@@ -148,14 +157,21 @@ def _start(text: str, tz: ZoneInfo) -> datetime:
     return t.replace(tzinfo=tz) if t.tzinfo is None else t.astimezone(tz)
 
 
-def cmd_set(args: argparse.Namespace) -> int:
-    from drivers.errors import WriteRefused
-    from drivers.protocols import plan_write
+def _parse_assignments(texts: list[str]) -> dict[str, object] | None:
+    values: dict[str, object] = {}
+    for text in texts:
+        point, sep, raw = text.partition("=")
+        if not sep or not point:
+            print(f"edge-agent control set: {text}: expected POINT=VALUE", file=sys.stderr)
+            return None
+        try:
+            values[point] = json.loads(raw)
+        except ValueError:
+            values[point] = raw
+    return values
 
-    if not args.dry_run:
-        print("edge-agent control set: writing to the bus is not available in this version;"
-              " --dry-run shows the register writes", file=sys.stderr)
-        return 2
+
+def cmd_set(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if loaded is None:
         return 1
@@ -163,27 +179,79 @@ def cmd_set(args: argparse.Namespace) -> int:
     if device is None:
         print(f"edge-agent control set: unknown device '{args.device}'", file=sys.stderr)
         return 1
+    values = _parse_assignments(args.assignments)
+    if values is None:
+        return 2
+    if args.dry_run:
+        return _dry_run(loaded, args.device, values)
+    from ..ipc import DaemonNotRunning, RequestFailed, ask
+
+    try:
+        answer = ask(loaded.data_dir, "control.set", timeout=30.0, device=args.device, values=values,
+                     user=_login())
+        how = "through the running agent"
+    except DaemonNotRunning:
+        answer = asyncio.run(_direct_set(loaded, args.device, values))
+        how = f"no agent running: directly on bus {device.bus}"
+    except RequestFailed as exc:
+        print(f"edge-agent control set: the agent refused the request: {exc}", file=sys.stderr)
+        return 1
+    status, reason, back = answer.get("status"), answer.get("reason") or "", answer.get("values") or {}
+    if status == "ok":
+        print(f"{args.device}: ok, {how}; read back {_values(back)}")
+        return 0
+    print(f"{args.device}: {status}: {reason} ({how}; nothing written)" if status == "refused"
+          else f"{args.device}: {status}: {reason} ({how})", file=sys.stderr)
+    return 1
+
+
+def _login() -> str:
+    """Who runs ``control set``, for the audit log."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "technician"
+
+
+async def _direct_set(loaded: LoadedConfig, device: str, values: dict[str, object]) -> dict[str, object]:
+    """No daemon: the same checks and audit, on a bus opened for this one write."""
+    from ..control.audit import DB_NAME, AuditLog
+    from ..control.service import ControlService
+    from ..wiring import build_devices
+
+    buses, devices = build_devices(loaded, only=device)
+    audit = AuditLog(loaded.data_dir / DB_NAME)
+    try:
+        service = ControlService(loaded, devices, audit)
+        return (await service.technician(device, values, _login())).answer()  # type: ignore[arg-type]
+    finally:
+        audit.close()
+        for bus in buses.values():
+            await bus.close()
+
+
+def _dry_run(loaded: LoadedConfig, device_id: str, values: dict[str, object]) -> int:
+    from drivers.errors import WriteRefused
+    from drivers.protocols import plan_write
+
+    device = loaded.config.devices[device_id]
     allow = device.control.allow if device.control else []
     problems = 0
-    for text in args.assignments:
-        point, sep, raw = text.partition("=")
-        try:
-            value = json.loads(raw) if sep else None
-        except ValueError:
-            value = raw
-        if not sep:
-            print(f"  {text}: expected POINT=VALUE", file=sys.stderr)
-        elif point not in allow:
-            print(f"  {text}: refused: '{point}' is not allowed on {args.device}"
+    for point, value in values.items():
+        text = f"{point}={json.dumps(value)}"
+        if point not in allow:
+            print(f"  {text}: refused: '{point}' is not allowed on {device_id}"
                   f" (control.allow: {', '.join(allow) or 'nothing'})", file=sys.stderr)
         else:
             try:
-                write = plan_write(loaded.profiles[args.device], point, value)
+                write = plan_write(loaded.profiles[device_id], point, value)
             except WriteRefused as exc:
                 print(f"  {text}: refused: {exc}", file=sys.stderr)
             else:
                 print(f"  {point}={json.dumps(write.value)}: {write.describe(unit=device.unit)}")
                 continue
         problems += 1
-    print(f"dry run on {args.device} (bus {device.bus}): nothing written", file=sys.stderr)
+    print(f"dry run on {device_id} (bus {device.bus}): nothing written", file=sys.stderr)
     return 1 if problems else 0

@@ -73,6 +73,7 @@ class Channel:
     commands: bool
     key: bytes | None = None
     max_age: float | None = None  # seconds
+    unusable: str | None = None  # why no command can be checked (e.g. its key file is unreadable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,8 @@ class CommandDesk:
             return self._close(_refuse(d, "a command is a JSON object"))
         if not channel.commands:
             return self._close(_refuse(d, f"uplink {channel.name} does not accept commands (commands: true)"))
+        if channel.unusable is not None:
+            return self._close(_refuse(d, channel.unusable))
         if channel.key is not None:
             sig = payload.get("sig")
             if not isinstance(sig, str):
@@ -152,21 +155,28 @@ class CommandDesk:
                                                           f" command_max_age {channel.max_age:g}s"))
         if target is None:
             return self._close(_refuse(d, f"unknown device '{d.device}'"))
-        allow = target.control.allow if target.control else []
-        writes: list[PlannedWrite] = []
-        for point, value in cmd.values.items():
-            if point not in allow:
-                return self._close(_refuse(d, f"'{point}' is not allowed on {target.name}"
-                                              f" (control.allow: {', '.join(allow) or 'nothing'})"))
-            try:
-                writes.append(plan_write(target.profile, point, value))
-            except WriteRefused as exc:
-                return self._close(_refuse(d, str(exc)))
-        reason = self._too_soon(target, cmd.values, now)
-        if reason:
+        writes, reason = self.check(target, cmd.values, now)
+        if reason is not None:
             return self._close(_refuse(d, reason))
         d.writes = writes  # accepted: nothing above wrote anything
         return d
+
+    def check(self, target: Target, values: dict[str, SetValue], now: int | None = None
+              ) -> tuple[list[PlannedWrite], str | None]:
+        """The device-side checks of a command or a technician write: ``control.allow``, the
+        point's limits and exact encoding, ``min_toggle``. (writes, None) or ([], reason)."""
+        allow = target.control.allow if target.control else []
+        writes: list[PlannedWrite] = []
+        for point, value in values.items():
+            if point not in allow:
+                return [], (f"'{point}' is not allowed on {target.name}"
+                            f" (control.allow: {', '.join(allow) or 'nothing'})")
+            try:
+                writes.append(plan_write(target.profile, point, value))
+            except WriteRefused as exc:
+                return [], str(exc)
+        reason = self._too_soon(target, values, self.audit.now_ms() if now is None else now)
+        return ([], reason) if reason else (writes, None)
 
     def _too_soon(self, target: Target, values: dict[str, SetValue], now: int) -> str | None:
         limits = target.control.min_toggle if target.control else {}

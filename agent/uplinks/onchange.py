@@ -16,7 +16,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import replace
 
-from buffer.outbox import Row, values_json
+from buffer.jsontext import values_json
+from buffer.outbox import Row
 
 from ..alarms.config import ReportPoint
 

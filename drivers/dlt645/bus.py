@@ -13,7 +13,7 @@ import functools
 import logging
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,8 +27,9 @@ from ..errors import (
     GarbageFrame,
     NoResponse,
     ShortFrame,
+    WriteRefused,
 )
-from ..reading import Polled
+from ..reading import Polled, Value
 from ..scale import apply_scale
 from . import bcd, codec
 from .points import DLT645Profile as Profile
@@ -315,6 +316,12 @@ class DLT645Device:
         if not polled.values and first_error is not None:
             raise first_error
         return polled
+
+    async def write(self, values: Mapping[str, Value]) -> dict[str, Value]:
+        """The agent does not write to meters: always refused, before the bus is touched."""
+        points = ", ".join(values) or "nothing"
+        raise WriteRefused(f"{self.profile.name} is a DL/T 645 meter: the agent does not write to meters"
+                           f" ({points} not written)")
 
     def describe(self) -> dict[str, Any]:
         """What the device is, for logs and the CLI."""

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import termios
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -31,6 +32,7 @@ from .buslock import BusLock
 from .planner import ReadRequest
 from .rtu_line import RtuLine
 from .wire import REQUEST_BYTES, Expected, bits_per_char, response_bytes, rtu_gap_seconds, rtu_wire_seconds
+from .writes import RegisterWrite
 
 __all__ = ["BusKind", "BusStats", "ModbusBus", "rtu_gap_seconds", "rtu_wire_seconds"]
 
@@ -132,7 +134,39 @@ class ModbusBus:
 
     async def read(self, unit: int, req: ReadRequest) -> list[int] | list[bool]:
         """Run one read request on the bus. Raises a DriverError subclass on any failure."""
-        expect = Expected.of(unit, req)
+        c = self._client
+        call = {1: c.read_coils, 2: c.read_discrete_inputs, 3: c.read_holding_registers,
+                4: c.read_input_registers}[req.function_code]
+        what = f"fc{req.function_code} @{req.address}+{req.count}"
+        rr = await self._transact(unit, Expected.of(unit, req), what,
+                                  lambda: call(req.address, count=req.count, device_id=unit))
+        return self._values(unit, req, rr)
+
+    async def write(self, unit: int, request: RegisterWrite) -> None:
+        """Run one write request (FC05/06/15/16) on the bus, between polls (same lock and
+        inter-frame delay as reads). Raises a DriverError subclass on any failure."""
+        c, fc = self._client, request.function
+        if fc in (5, 15):
+            assert request.coil is not None
+            count = 1
+            coil = request.coil
+            send: Callable[[], Any] = ((lambda: c.write_coil(request.address, coil, device_id=unit)) if fc == 5
+                                       else (lambda: c.write_coils(request.address, [coil], device_id=unit)))
+        else:
+            regs = list(request.registers)
+            count = len(regs)
+            send = ((lambda: c.write_register(request.address, regs[0], device_id=unit)) if fc == 6
+                    else (lambda: c.write_registers(request.address, regs, device_id=unit)))
+        what = f"fc{fc} @{request.address}+{count}"
+        rr = await self._transact(unit, Expected.of_write(unit, fc, request.address, count), what, send)
+        if rr.isError():
+            code = int(getattr(rr, "exception_code", 0) or 0)
+            raise ExceptionResponse(code, f"unit {unit} on {self.name}: exception {code} to {what}")
+        if rr.function_code != fc:
+            raise ShortFrame(f"unit {unit}: answer with function {rr.function_code} to fc{fc}")
+
+    async def _transact(self, unit: int, expect: Expected, what: str, send: Callable[[], Any]) -> Any:
+        """One request under the bus lock, tried ``1 + retries`` times; the pymodbus response."""
         silent = unit in self._silent
         attempts = 1 if silent else 1 + self.retries
         await self._acquire(unit, expect, low=silent)
@@ -142,7 +176,7 @@ class ModbusBus:
             for _ in range(attempts):
                 started = time.perf_counter()
                 try:
-                    result = await self._attempt(unit, req, expect)
+                    result = await self._attempt(unit, send, expect, what)
                 except (ExceptionResponse, BusUnavailable) as exc:  # an answer, or no bus: no retry
                     self._count_failure(unit, exc)
                     self._silent.discard(unit)
@@ -202,45 +236,39 @@ class ModbusBus:
         elif self.line is not None:
             await self.line.quiet(self.timeout)  # let the rest of the bad frame pass: resync
 
-    async def _attempt(self, unit: int, req: ReadRequest, expect: Expected) -> list[int] | list[bool]:
-        c = self._client
-        call = {1: c.read_coils, 2: c.read_discrete_inputs, 3: c.read_holding_registers,
-                4: c.read_input_registers}[req.function_code]
+    async def _attempt(self, unit: int, send: Callable[[], Any], expect: Expected, what: str) -> Any:
         try:
-            coro = call(req.address, count=req.count, device_id=unit)
+            coro = send()
         except ConnectionException as exc:
             raise BusUnavailable(f"{self.name}: {exc}") from exc
         line = self.line
         if line is None:
-            rr = await self._await_tcp(coro, unit, req)
-        else:
-            verdict: asyncio.Future[DriverError] = asyncio.get_running_loop().create_future()
-            line.begin(expect, verdict)
-            task = asyncio.ensure_future(coro)
+            return await self._await_tcp(coro, unit, what)
+        verdict: asyncio.Future[DriverError] = asyncio.get_running_loop().create_future()
+        line.begin(expect, verdict)
+        task = asyncio.ensure_future(coro)
+        try:
+            await asyncio.wait({task, verdict}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise verdict.result()
             try:
-                await asyncio.wait({task, verdict}, return_when=asyncio.FIRST_COMPLETED)
-                if not task.done():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                    raise verdict.result()
-                try:
-                    rr = task.result()
-                except ModbusIOException as exc:
-                    raise line.failure() from exc
-                except ConnectionException as exc:
-                    raise BusUnavailable(f"{self.name}: {exc}") from exc
-            finally:
-                if not task.done():
-                    task.cancel()
-                line.end()
-        return self._values(unit, req, rr)
+                return task.result()
+            except ModbusIOException as exc:
+                raise line.failure() from exc
+            except ConnectionException as exc:
+                raise BusUnavailable(f"{self.name}: {exc}") from exc
+        finally:
+            if not task.done():
+                task.cancel()
+            line.end()
 
-    async def _await_tcp(self, coro: Any, unit: int, req: ReadRequest) -> Any:
+    async def _await_tcp(self, coro: Any, unit: int, what: str) -> Any:
         try:
             return await coro
         except ModbusIOException as exc:
-            raise NoResponse(f"unit {unit} on {self.name}: no answer to fc{req.function_code} "
-                             f"@{req.address}+{req.count}") from exc
+            raise NoResponse(f"unit {unit} on {self.name}: no answer to {what}") from exc
         except ConnectionException as exc:
             raise BusUnavailable(f"{self.name}: {exc}") from exc
         except TimeoutError as exc:

@@ -12,14 +12,16 @@ point, never a retry storm).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import BusUnavailable, DriverError, ExceptionResponse, NoResponse
-from ..reading import Polled
+from ..reading import Polled, Value
 from .bus import ModbusBus
 from .datatypes import PointDecoder
 from .planner import ReadRequest, plan_reads
 from .points import ModbusProfile as Profile
+from .writes import plan_write
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +113,23 @@ class ModbusDevice:
         log.info("unit %d (%s): %s registers %d..%d refused (exception 02); reading them in %d parts from now on",
                  self.unit, self.profile.name, req.table, req.address, req.end - 1, len(parts))
         return parts
+
+    async def write(self, values: Mapping[str, Value]) -> dict[str, Value]:
+        """Write ``values`` (point → value) and return the values read back from the device.
+
+        Raises :class:`~drivers.errors.WriteRefused` before touching the bus when a point is
+        not writable or a value does not fit it, and a DriverError when the bus fails."""
+        writes = [plan_write(self.profile, name, value) for name, value in values.items()]
+        for w in writes:
+            await self.bus.write(self.unit, w)
+        return await self.read_points([w.point for w in writes])
+
+    async def read_points(self, names: list[str]) -> dict[str, Value]:
+        """Read just these points now (the read-back after a write). Raises a DriverError."""
+        points = {n: self.profile.points[n] for n in names}
+        out: dict[str, Value] = {}
+        for req in plan_reads(points, self.profile.max_registers_per_read, 0):
+            words = await self.bus.read(self.unit, req)
+            for p in self._points_of(req):
+                out[p.name] = p.decode(words[p.start : p.start + p.decode.count])
+        return {n: out[n] for n in names}  # in the order asked

@@ -188,7 +188,7 @@ class RtuLine:
                 continue
             if exp is not None and not self._done and buf[i] == exp.unit and len(buf) - i >= 2:
                 fc = buf[i + 1]
-                ours = fc == exp.fc | 0x80 or (fc == exp.fc and len(buf) - i >= 3 and buf[i + 2] == exp.data_bytes)
+                ours = (len(buf) - i >= 3 or fc != exp.fc) and exp.owns(fc, buf[i + 2] if len(buf) - i >= 3 else -1)
                 if ours and st == BAD and any(frame_at(buf, j)[0] == FRAME for j in range(i + 1, i + n)):
                     self._finish(ShortFrame(f"unit {exp.unit}: the answer to fc{exp.fc} @{exp.address}+"
                                             f"{exp.count} is cut short by another frame"), answered=True)

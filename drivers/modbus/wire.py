@@ -28,6 +28,8 @@ def rtu_wire_seconds(request_bytes: int, response_bytes: int, baudrate: int, bit
 
 
 REQUEST_BYTES = 8  # unit, function, address (2), count (2), CRC (2)
+WRITE_FUNCTIONS = (5, 6, 15, 16)  # their answer echoes address and value/count: 8 bytes
+ANSWERED_FUNCTIONS = (1, 2, 3, 4, *WRITE_FUNCTIONS)
 
 
 def response_bytes(req: ReadRequest) -> int:
@@ -79,7 +81,8 @@ NEED, FRAME, BAD = 0, 1, 2
 
 
 def frame_at(buf: bytes, i: int) -> tuple[int, int]:
-    """Whether a read response (fc 1-4) or an exception response starts at ``buf[i]``.
+    """Whether a read response (fc 1-4), a write response (fc 5, 6, 15, 16: 8 bytes) or an
+    exception response starts at ``buf[i]``.
 
     Returns ``(FRAME, n)`` for a complete frame of ``n`` bytes with a good CRC, ``(BAD, n)``
     when ``n`` bytes are there but the CRC fails or the function code is not one a read
@@ -90,9 +93,11 @@ def frame_at(buf: bytes, i: int) -> tuple[int, int]:
         return NEED, 0
     fc = buf[i + 1]
     if fc & 0x80:
-        if (fc & 0x7F) not in (1, 2, 3, 4):
+        if (fc & 0x7F) not in ANSWERED_FUNCTIONS:
             return BAD, 2
         n = 5
+    elif fc in WRITE_FUNCTIONS:
+        n = 8
     elif fc in (1, 2, 3, 4):
         if avail < 3:
             return NEED, 0
@@ -118,9 +123,20 @@ class Expected:
     def of(cls, unit: int, req: ReadRequest) -> Expected:
         return cls(unit, req.function_code, req.address, req.count, data_bytes(req))
 
+    @classmethod
+    def of_write(cls, unit: int, fc: int, address: int, count: int) -> Expected:
+        """A write's answer: an 8-byte echo (its "data bytes" are 0 in :func:`shape_of`'s terms)."""
+        return cls(unit, fc, address, count, 0)
+
     @property
     def length(self) -> int:
-        return 5 + self.data_bytes
+        return 8 if self.fc in WRITE_FUNCTIONS else 5 + self.data_bytes
+
+    def owns(self, fc: int, third_byte: int) -> bool:
+        """Whether a frame starting with ``fc`` and ``third_byte`` is (a try at) our answer."""
+        if fc == self.fc | 0x80:
+            return True
+        return fc == self.fc and (self.fc in WRITE_FUNCTIONS or third_byte == self.data_bytes)
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -128,9 +144,12 @@ class Expected:
 
 
 def shape_of(frame: bytes) -> tuple[int, int]:
-    """(function code, data bytes) of a complete frame; exceptions are (fc | 0x80, -1)."""
+    """(function code, data bytes) of a complete frame; exceptions are (fc | 0x80, -1), write
+    answers (fc, 0)."""
     fc = frame[1]
-    return (fc, -1) if fc & 0x80 else (fc, frame[2])
+    if fc & 0x80:
+        return (fc, -1)
+    return (fc, 0) if fc in WRITE_FUNCTIONS else (fc, frame[2])
 
 
 def answers(shape: tuple[int, int], fc: int, nbytes: int) -> bool:

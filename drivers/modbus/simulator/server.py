@@ -12,6 +12,12 @@ and changed while serving (assign ``fault``/``faults``, or :meth:`SimSlave.set_f
 The last three damage RTU frames; on Modbus TCP (no CRC, and TCP does not garble) they do
 not apply and the slave answers normally. ``fault_rate`` is the fraction of requests the
 fault hits; ``faults`` instead draws each request's fault from a weight table.
+
+Writes (FC05/06/15/16) to a point's registers set an override that sticks: the slave serves
+the written value from then on. A point whose ``sim:`` names ``switched_by`` (a relay) reads
+about 0 while that point is off; ``dimmed_by`` (a 0-100 % level) scales it by that level,
+so a lamp controller's current and power follow its relay and dimming. Every request, reads
+and writes (``("write:holding", address, count)``), is kept in ``request_log``.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pymodbus.framer import FramerType
 
 from ...reading import Value
 from ...simulator.values import PointSimulator
-from ..datatypes import BIT_TABLES, encode
+from ..datatypes import BIT_TABLES, PointDecoder, encode
 from ..points import ModbusProfile as Profile
 from ..wire import rtu_gap_seconds
 from .handler import Pending, SimSerialServer, SimTcpServer, pending_fault
@@ -102,9 +108,11 @@ class SimSlave:
             return self.fault
         return "none"
 
-    def read(self, table: str, address: int, count: int, now: float) -> list[int] | list[bool] | None:
+    def read(self, table: str, address: int, count: int, now: float, log: bool = True
+             ) -> list[int] | list[bool] | None:
         """The words (or bits) at [address, address+count), None for an illegal range."""
-        self.request_log.append((table, address, count))
+        if log:
+            self.request_log.append((table, address, count))
         ext = self.extents.get(table)
         if ext is None or address < ext[0] or address + count > ext[1]:
             return None
@@ -118,7 +126,7 @@ class SimSlave:
                 continue
             if p.address + p.registers <= address or p.address >= address + count:
                 continue
-            value = self.override[name] if name in self.override else sim.value(now)
+            value = self._follow(sim, self.override[name] if name in self.override else sim.value(now), now)
             self.served[name] = value
             answer[name] = value
             self.history.setdefault(name, deque(maxlen=HISTORY)).append(value)
@@ -136,6 +144,51 @@ class SimSlave:
         if table in BIT_TABLES:
             return [bool(w) for w in words]
         return words
+
+    def _follow(self, sim: PointSimulator, value: float | bool | str, now: float) -> float | bool | str:
+        """A value behind a relay (``switched_by``) or a dimmer (``dimmed_by``), as the sim says."""
+        spec = sim.spec
+        if isinstance(value, bool | str) or (spec.switched_by is None and spec.dimmed_by is None):
+            return value
+        if spec.switched_by is not None and not self._current(spec.switched_by, now):
+            return 0.0
+        if spec.dimmed_by is not None:
+            value = value * max(0.0, min(100.0, float(self._current(spec.dimmed_by, now)))) / 100
+        return value
+
+    def _current(self, name: str, now: float) -> float | bool | str:
+        """What point ``name`` holds now: written, last served, or the sim's value."""
+        if name in self.override:
+            return self.override[name]
+        if name not in self.served:
+            self.served[name] = self.sims[name].value(now)
+        return self.served[name]
+
+    def write(self, table: str, address: int, values: list[int] | list[bool]) -> bool:
+        """Take a write of ``values`` at ``address``: every point it covers holds the written
+        value from now on. False (exception 02) when it covers no point or only part of one."""
+        self.request_log.append((f"write:{table}", address, len(values)))
+        end = address + len(values)
+        hit: dict[str, float | bool | str] = {}
+        for name in self.sims:
+            p = self.profile.points[name]
+            if (p.table or "holding") != table or p.address + p.registers <= address or p.address >= end:
+                continue
+            if p.address < address or p.address + p.registers > end:
+                return False  # a part of a point: a real device would refuse it too
+            byte_order, word_order = self.profile.order_of(p)
+            decode = PointDecoder(p.type_name, byte_order=byte_order, word_order=word_order, scale=p.scale,
+                                  offset=p.offset, length=p.length, bit=p.bit)
+            words = values[p.address - address : p.address - address + p.registers]
+            hit[name] = decode([int(w) for w in words]) if table not in BIT_TABLES else bool(words[0])
+        if not hit:
+            return False
+        self.override.update(hit)
+        return True
+
+    def writes(self) -> list[tuple[str, int, int]]:
+        """The write requests received, oldest first: ``(table, address, count)``."""
+        return [(t.removeprefix("write:"), a, n) for t, a, n in self.request_log if t.startswith("write:")]
 
     def was_served(self, name: str, value: float | bool | str, rel: float = 1e-5) -> bool:
         """Whether ``value`` is one the slave served for point ``name`` (float32 tolerance)."""
@@ -198,27 +251,45 @@ class SimContext:
         if slave is None:
             raise NoSuchIdException(f"no unit {device_id}")
         slave.requests += 1
-        fault = slave.draw_fault()
-        if fault != "none":
-            slave.injected[fault] = slave.injected.get(fault, 0) + 1
-        if fault == "dead":
-            raise NoSuchIdException(f"unit {device_id} is dead")
-        pending = pending_fault()
-        if pending is not None:
-            pending.fault, pending.unit = fault, device_id
-        if fault == "exception":
-            return ExcCodes(slave.exception_code)
+        if func_code not in (5, 6):  # the answer to a write: its fault was drawn for the write
+            fault = self._fault(slave)
+            if fault == "exception":
+                return ExcCodes(slave.exception_code)
         table = FC_TABLE.get(func_code)
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
-        words = slave.read(table, address, count, time.time())
+        # FC05/06 answer with what the write left there: not a read of its own
+        words = slave.read(table, address, count, time.time(), log=func_code not in (5, 6))
         if words is None:
             return ExcCodes.ILLEGAL_ADDRESS
         return words
 
+    def _fault(self, slave: SimSlave) -> Fault:
+        """Draw the fault for one request (raises NoSuchIdException for a dead slave: no answer)."""
+        fault = slave.draw_fault()
+        if fault != "none":
+            slave.injected[fault] = slave.injected.get(fault, 0) + 1
+        if fault == "dead":
+            raise NoSuchIdException(f"unit {slave.unit} is dead")
+        pending = pending_fault()
+        if pending is not None:
+            pending.fault, pending.unit = fault, slave.unit
+        return fault
+
     async def async_setValues(self, device_id: int, func_code: int, address: int,
                               values: list[int] | list[bool]) -> ExcCodes | None:
-        return ExcCodes.ILLEGAL_FUNCTION
+        slave = self.slaves.get(device_id)
+        if slave is None:
+            raise NoSuchIdException(f"no unit {device_id}")
+        slave.requests += 1
+        if self._fault(slave) == "exception":
+            return ExcCodes(slave.exception_code)
+        table = FC_TABLE.get(func_code)
+        if table not in ("coil", "holding"):
+            return ExcCodes.ILLEGAL_FUNCTION
+        if not slave.write(table, address, values):
+            return ExcCodes.ILLEGAL_ADDRESS
+        return None
 
     def damage(self, frame: bytes, pending: Pending, rtu: bool) -> bytes:
         """The frame as the faulty slave puts it on the line."""

@@ -1,0 +1,131 @@
+"""Running the lighting schedules in the daemon, with no uplink needed.
+
+At start each scheduled device gets the values in force now (a gateway back from a power
+cut at 02:00 switches the lamps on at the night's dimming). Then each step is applied when
+it falls due. A platform command on a scheduled device holds its values until the next
+step (or for the command's ``hold``); steps due meanwhile are not applied to it, and when
+the hold ends the device gets the values in force then. A step whose write failed is tried
+again every ``RETRY_SECONDS`` until it succeeds or another step replaces it.
+
+Time comes from the engines' clock, so tests drive :meth:`ScheduleRunner.tick` on a fake
+clock; :meth:`ScheduleRunner.run` only sleeps between ticks (never longer than
+``MAX_SLEEP``, so a clock set forward by NTP is noticed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from .config import SetValue
+from .schedule import ScheduleEngine
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 30.0
+MAX_SLEEP = 30.0
+START = "at start"
+OVERRIDE_ENDED = "override ended"
+
+# (schedule, device, values, what: step times or START/OVERRIDE_ENDED) → an outcome with .status
+Apply = Callable[[str, str, dict[str, SetValue], str], Awaitable[Any]]
+
+
+class ScheduleRunner:
+    def __init__(self, engines: dict[str, ScheduleEngine], apply: Apply) -> None:
+        self.engines = engines
+        self.apply = apply
+        self.last: datetime | None = None
+        # (schedule, device) → (values, what, when to try again): a step whose write failed
+        self.retry: dict[tuple[str, str], tuple[dict[str, SetValue], str, datetime]] = {}
+
+    def _now(self) -> datetime | None:
+        for e in self.engines.values():
+            return e.now()
+        return None
+
+    async def start(self) -> None:
+        """Apply what should be in force now on every scheduled device."""
+        for engine in self.engines.values():
+            now = engine.now()
+            for device in engine.schedule.devices:
+                values = engine.wanted(device, now)
+                if values:
+                    await self._apply(engine, device, values, START, now)
+        self.last = self._now()
+
+    async def tick(self) -> None:
+        """Apply every step that fell due since the last tick, ended overrides and retries."""
+        now = self._now()
+        if now is None:
+            return
+        last = self.last or now
+        for engine in self.engines.values():
+            due = engine.between(last, now)
+            for device in engine.schedule.devices:
+                await self._device_tick(engine, device, due, now)
+        self.last = now
+
+    async def _device_tick(self, engine: ScheduleEngine, device: str, due: list[Any], now: datetime) -> None:
+        held = device in engine.overrides
+        override = engine.active_override(device, now)
+        if override is not None:
+            for occ in due:
+                log.info("schedule %s: step %s not applied to %s: a platform command holds it until %s",
+                         engine.name, occ.step.at, device, override.until.isoformat(timespec="seconds"))
+            return
+        if held:
+            await self._apply(engine, device, engine.wanted(device, now), OVERRIDE_ENDED, now)
+            return
+        if due:
+            values: dict[str, SetValue] = {}
+            for occ in due:
+                values.update(occ.values)
+            await self._apply(engine, device, values, ", ".join(o.step.at for o in due), now)
+            return
+        pending = self.retry.get((engine.name, device))
+        if pending is not None and now >= pending[2]:
+            await self._apply(engine, device, pending[0], pending[1], now)
+
+    async def _apply(self, engine: ScheduleEngine, device: str, values: dict[str, SetValue], what: str,
+                     now: datetime) -> None:
+        key = (engine.name, device)
+        self.retry.pop(key, None)
+        if not values:
+            return
+        out = await self.apply(engine.name, device, values, what)
+        if getattr(out, "status", "ok") == "failed":
+            self.retry[key] = (values, what, now + timedelta(seconds=RETRY_SECONDS))
+
+    def override(self, device: str, values: dict[str, SetValue], hold: float | None) -> None:
+        """A platform command wrote ``values``: hold them against every schedule of the device."""
+        for engine in self.engines.values():
+            if device in engine.schedule.devices:
+                ov = engine.override(device, values, duration=hold)
+                self.retry.pop((engine.name, device), None)
+                log.info("schedule %s: %s held by a platform command until %s", engine.name, device,
+                         ov.until.isoformat(timespec="seconds"))
+
+    def seconds_to_next(self) -> float:
+        """How long the daemon may sleep before something is due."""
+        now = self._now()
+        if now is None:
+            return MAX_SLEEP
+        times: list[datetime] = [t for (_, _, t) in self.retry.values()]
+        for engine in self.engines.values():
+            nxt = engine.next_after(now)
+            if nxt is not None:
+                times.append(nxt.at)
+            times += [ov.until for ov in engine.overrides.values()]
+        wait = min([(t - now).total_seconds() for t in times], default=MAX_SLEEP)
+        return max(0.05, min(MAX_SLEEP, wait + 0.01))
+
+    async def run(self) -> None:
+        if not self.engines:
+            return
+        await self.start()
+        while True:
+            await asyncio.sleep(self.seconds_to_next())
+            await self.tick()

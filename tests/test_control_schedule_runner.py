@@ -1,0 +1,218 @@
+"""The daemon's schedule runner on a fake clock, writing to a lamp controller simulated on a
+pty: what a restart in the night applies, steps at astral's sun times, a platform command's
+override ending at the next step, a failed step tried again, and the audit of each."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from astral import Observer, sun
+
+from agent.config import load_config
+from agent.control.audit import AuditLog
+from agent.control.commands import Channel
+from agent.control.schedule_runner import RETRY_SECONDS
+from agent.control.service import ControlService
+from agent.wiring import build_devices
+from tests.helpers import SimulatorThread, edge_agent, write_config
+
+LAMP = "generic-smart-pole-lamp-controller"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+SJZ = Observer(latitude=38.04, longitude=114.51)
+SCHEDULE = """schedules:
+  street-lights:
+    devices: [lamp-1]
+    location: {lat: 38.04, lon: 114.51}
+    steps:
+      - {at: sunset+10m, set: {lamp_on: true, dim_level: 100}}
+      - {at: "00:30", set: {dim_level: 50}}
+      - {at: sunrise-10m, set: {lamp_on: false}}
+"""
+
+
+class FakeClock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> float:
+        return self.at.timestamp()
+
+
+def local(d: date, h: int, mi: int = 0) -> datetime:
+    return datetime(d.year, d.month, d.day, h, mi, tzinfo=SHANGHAI)
+
+
+def config(tmp_path: Path, port: str) -> Path:
+    return write_config(
+        tmp_path / "config.yaml", data_dir=tmp_path / "data",
+        buses={"rs485-1": f"{{type: serial, port: {port}, baudrate: 9600, timeout: 0.3s, retries: 0}}"},
+        devices={"lamp-1": f"{{bus: rs485-1, unit: 5, profile: {LAMP}, interval: 1s,"
+                           " control: {allow: [lamp_on, dim_level]}}"},
+        uplinks="  city-ops: {type: mqtt, host: 127.0.0.1, commands: true}", extra=SCHEDULE)
+
+
+def test_a_night_on_the_fake_clock(tmp_path: Path) -> None:
+    day = date(2026, 6, 21)
+    sunset = sun.sunset(SJZ, date=day, tzinfo=SHANGHAI) + timedelta(minutes=10)
+    sunrise = sun.sunrise(SJZ, date=day + timedelta(days=1), tzinfo=SHANGHAI) - timedelta(minutes=10)
+    clock = FakeClock(local(day + timedelta(days=1), 2))  # a restart in the middle of the night
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    cfg = config(tmp_path, sim.serial_port)
+    loaded = load_config(str(cfg))
+    city = Channel("city-ops", commands=True)
+
+    async def night() -> list[tuple[str, object]]:
+        buses, devices = build_devices(loaded)
+        audit = AuditLog(tmp_path / "data" / "control.db", clock=clock)
+        service = ControlService(loaded, devices, audit, clock=clock)
+        runner = service.schedules
+        seen: list[tuple[str, object]] = []
+
+        async def at(t: datetime) -> None:
+            clock.at = t
+            await runner.tick()
+            seen.append((t.strftime("%H:%M:%S"), dict(slave.override)))
+
+        try:
+            await runner.start()
+            seen.append(("start", dict(slave.override)))
+            await at(sunrise - timedelta(seconds=1))
+            await at(sunrise)
+            await at(sunset - timedelta(seconds=1))
+            await at(sunset)
+            await at(local(day, 21))
+            reply = await service.command(city, "lamp-1", json.dumps({"id": "c-9", "values": {"dim_level": 30}}))
+            assert reply["status"] == "ok" and reply["values"] == {"dim_level": 30}
+            await at(local(day, 23))
+            await at(local(day + timedelta(days=1), 0, 30))
+            return seen
+        finally:
+            audit.close()
+            for bus in buses.values():
+                await bus.close()
+
+    try:
+        # the fake day: sunrise on the 22nd and sunset on the 21st, walked through in one order
+        day_walk = asyncio.run(night())
+    finally:
+        sim.stop()
+    on_night = {"lamp_on": True, "dim_level": 50}
+    assert day_walk[0] == ("start", on_night)
+    assert day_walk[1][1] == on_night  # a second before sunrise-10m: nothing yet
+    assert day_walk[2] == (sunrise.strftime("%H:%M:%S"), {"lamp_on": False, "dim_level": 50})
+    assert day_walk[3][1] == {"lamp_on": False, "dim_level": 50}
+    assert day_walk[4] == (sunset.strftime("%H:%M:%S"), {"lamp_on": True, "dim_level": 100})
+    assert day_walk[5][1] == {"lamp_on": True, "dim_level": 100}
+    assert day_walk[6][1] == {"lamp_on": True, "dim_level": 30}  # 23:00: the command still holds
+    assert day_walk[7][1] == {"lamp_on": True, "dim_level": 50}  # 00:30: the next step ends the hold
+    assert slave.writes() == [("holding", 0, 1), ("coil", 0, 1),  # start
+                              ("coil", 0, 1),  # sunrise-10m
+                              ("coil", 0, 1), ("holding", 0, 1),  # sunset+10m
+                              ("holding", 0, 1),  # the command
+                              ("holding", 0, 1), ("coil", 0, 1)]  # override ended: what is in force
+    log = edge_agent("control", "log", "-c", str(cfg), "--limit", "20").stdout
+    lines = [line for line in log.splitlines() if not line.startswith(" ")][1:]
+    assert [line.split()[3:] for line in lines] == [
+        ["schedule", "street-lights", "at", "start", "ok"],
+        ["schedule", "street-lights", "sunrise-10m", "ok"],
+        ["schedule", "street-lights", "sunset+10m", "ok"],
+        ["command", "city-ops", "c-9", "ok"],
+        ["schedule", "street-lights", "override", "ended", "ok"],
+    ]
+
+
+def test_a_failed_step_is_tried_again(tmp_path: Path) -> None:
+    day = date(2026, 12, 21)
+    clock = FakeClock(local(day, 12))
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    loaded = load_config(str(config(tmp_path, sim.serial_port)))
+
+    async def go() -> list[str]:
+        buses, devices = build_devices(loaded)
+        audit = AuditLog(tmp_path / "data" / "control.db", clock=clock)
+        service = ControlService(loaded, devices, audit, clock=clock)
+        try:
+            slave.set_fault("dead")
+            await service.schedules.start()  # day: lamp_on false, dim_level 50 (from 00:30)
+            clock.at += timedelta(seconds=RETRY_SECONDS - 1)
+            await service.schedules.tick()  # too early to try again
+            slave.set_fault("none")
+            clock.at += timedelta(seconds=2)
+            await service.schedules.tick()
+            return [e.result for e in audit.entries()]
+        finally:
+            audit.close()
+            for bus in buses.values():
+                await bus.close()
+
+    try:
+        results = asyncio.run(go())
+    finally:
+        sim.stop()
+    assert results == ["failed", "ok"]
+    assert slave.override == {"lamp_on": False, "dim_level": 50}
+
+
+def test_a_redelivery_during_the_write_gets_the_first_reply_and_writes_nothing(tmp_path: Path) -> None:
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    loaded = load_config(str(config(tmp_path, sim.serial_port)))
+    raw = json.dumps({"id": "c-1", "values": {"dim_level": 61}})
+
+    async def go() -> list[dict[str, object]]:
+        buses, devices = build_devices(loaded)
+        audit = AuditLog(tmp_path / "data" / "control.db")
+        service = ControlService(loaded, devices, audit)
+        try:
+            city = Channel("city-ops", commands=True)
+            return list(await asyncio.gather(*(service.command(city, "lamp-1", raw) for _ in range(3))))
+        finally:
+            audit.close()
+            for bus in buses.values():
+                await bus.close()
+
+    try:
+        replies = asyncio.run(go())
+    finally:
+        sim.stop()
+    assert replies == [{"id": "c-1", "status": "ok", "reason": "", "values": {"dim_level": 61}}] * 3
+    assert slave.writes() == [("holding", 0, 1)]
+
+
+def test_a_command_with_hold_spans_the_next_step(tmp_path: Path) -> None:
+    day = date(2026, 6, 22)
+    clock = FakeClock(local(day, 0, 25))
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    loaded = load_config(str(config(tmp_path, sim.serial_port)))
+    hold = json.dumps({"id": "h-1", "values": {"dim_level": 80}, "hold": 600})
+
+    async def go() -> list[object]:
+        buses, devices = build_devices(loaded)
+        audit = AuditLog(tmp_path / "data" / "control.db", clock=clock)
+        service = ControlService(loaded, devices, audit, clock=clock)
+        seen: list[object] = []
+        try:
+            await service.schedules.start()
+            seen.append(slave.override["dim_level"])  # 100 from sunset+10m
+            await service.command(Channel("city-ops", commands=True), "lamp-1", hold)
+            for minute in (31, 34, 36):  # the 00:30 step falls inside the hold, which ends at 00:35
+                clock.at = local(day, 0, minute)
+                await service.schedules.tick()
+                seen.append(slave.override["dim_level"])
+            return seen
+        finally:
+            audit.close()
+            for bus in buses.values():
+                await bus.close()
+
+    try:
+        assert asyncio.run(go()) == [100, 80, 80, 50]
+    finally:
+        sim.stop()
