@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -225,3 +226,24 @@ def test_a_restart_loses_no_reading_and_counts_none_twice(tmp_path: Path) -> Non
     fields = platform.packets("2051")[0].fields()
     assert (fields["a34002-Min"], fields["a34002-Avg"], fields["a34002-Max"]) == ("60", "62", "64")
     assert fields["a34002-Flag"] == "D"  # five readings of ten, not ten
+
+
+def test_hour_and_day_packets_start_at_local_hour_and_midnight(tmp_path: Path, platform: Hj212Platform) -> None:
+    rig = Rig(tmp_path, platform, hourly=True, daily=True, realtime=False)
+    yesterday = datetime.now(TZ).replace(hour=10, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    t0 = int(yesterday.timestamp())
+    for i in range(10):
+        rig.outbox.submit(Reading("dust-1", (t0 + 3 * i) * 1000, {"pm10": 50 + i}))
+    rig.worker.start()
+    try:
+        wait_for(lambda: platform.packets("2061") and platform.packets("2031"), 10, "hour and day packets")
+    finally:
+        rig.close()
+    hour, day = platform.packets("2061")[0].fields(), platform.packets("2031")[0].fields()
+    assert hour["DataTime"] == yesterday.strftime("%Y%m%d100000")
+    assert day["DataTime"] == yesterday.strftime("%Y%m%d000000")
+    for fields in (hour, day):  # ten readings of the 3600 (86400) an hour (a day) of 1 s polls should hold
+        assert (fields["a34002-Min"], fields["a34002-Avg"], fields["a34002-Max"]) == ("50", "54.5", "59")
+        assert fields["a34002-Flag"] == "D"
+    assert [p.fields()["DataTime"] for p in platform.packets("2051")] == [
+        yesterday.strftime("%Y%m%d100000"), yesterday.strftime("%Y%m%d100010"), yesterday.strftime("%Y%m%d100020")]
