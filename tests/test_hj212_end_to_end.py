@@ -1,10 +1,15 @@
-"""Simulated dust monitor → agent (a real process) → a real HJ 212 platform on loopback,
-beside an MQTT broker carrying the same readings: what each platform sees must agree."""
+"""Simulated dust monitor → agent (a real process) → `edge-agent hj212-server` (a real
+process), beside an MQTT broker carrying the same readings: what each platform sees must
+agree. The outage test stops and restarts the same platform in-process (and checks every
+frame's bytes with the test's own Appendix A CRC)."""
 
 from __future__ import annotations
 
 import itertools
 import statistics
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -13,11 +18,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.localbroker import LocalBroker
+from agent.localbroker import LocalBroker, free_port
 from agent.uplinks.hj212.factors import FACTORS
-from agent.uplinks.hj212.packet import Packet
+from agent.uplinks.hj212.packet import Packet, parse
 from agent.uplinks.hj212.platform import Hj212Platform
-from tests.helpers import AgentProcess, Collector, Received, SimulatorThread, wait_for, write_config
+from tests.helpers import ROOT, AgentProcess, Collector, Received, SimulatorThread, wait_for, write_config
 from tests.test_hj212_frame import appendix_a
 
 pytestmark = pytest.mark.slow  # real processes, a broker, a simulator
@@ -83,26 +88,55 @@ def assert_minute_matches(pkt: Packet, readings: list[Received], span: int) -> N
             assert got[key] == value, (key, got, want)
 
 
+class ServerProcess:
+    """``edge-agent hj212-server --port N`` as a technician runs it; its output lines, timed."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "hj212-server", "--port", str(self.port),
+                                      "--host", "127.0.0.1"], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        wait_for(lambda: any("listening" in line for _, line in self.lines), 15, "hj212-server to listen")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append((time.time(), line.rstrip("\n")))
+
+    def packets(self, cn: str) -> list[tuple[float, Packet]]:
+        return [(at, p) for at, p in ((at, parse(line)) for at, line in list(self.lines) if line.startswith("QN="))
+                if p.cn == cn]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self._reader.join(5)
+
+
 def test_realtime_and_minute_packets_match_the_polled_readings(tmp_path: Path, broker: LocalBroker,
                                                                sim: SimulatorThread) -> None:
-    platform = Hj212Platform().start()
+    server = ServerProcess()
     collector = Collector(broker.host, broker.port).start()
-    agent = AgentProcess(site(tmp_path, sim, broker, platform.port, "2s", "10s"), tmp_path / "agent.log").start()
+    agent = AgentProcess(site(tmp_path, sim, broker, server.port, "2s", "10s"), tmp_path / "agent.log").start()
     try:
-        wait_for(lambda: len(platform.packets("2051")) >= 3, 45, "three minute packets")
+        wait_for(lambda: len(server.packets("2051")) >= 3, 45, "three minute packets at hj212-server")
         time.sleep(1)
     finally:
         rc = agent.stop()
         collector.stop()
-        platform.stop()
+        server.stop()
     assert rc == 0, agent.log()
+    assert not [line for _, line in server.lines if line.startswith("!")]  # every frame's length and CRC good
     readings = unique(collector.by_device("dust-1"))
     by_second = {r.ts // 1000: r for r in readings}
-    rtd = platform.packets("2011")
+    rtd = server.packets("2011")
     assert len(rtd) >= 8
-    arrivals = [r.at for r in platform.received if r.packet.cn == "2011"]
+    arrivals = [at for at, _ in rtd]
     assert statistics.fmean(b - a for a, b in itertools.pairwise(arrivals)) == pytest.approx(2, abs=0.3)
-    for pkt in rtd:
+    for _, pkt in rtd:
         fields = pkt.fields()
         reading = by_second[epoch_of(fields["DataTime"])]
         assert len(reading.values) == 9
@@ -113,12 +147,11 @@ def test_realtime_and_minute_packets_match_the_polled_readings(tmp_path: Path, b
             assert float(fields[f"{code}-Rtd"]) == pytest.approx(float(reading.values[point])), (point, fields)
             assert fields[f"{code}-Flag"] == "N"
         assert pkt.flag == 5 and pkt.st == "39" and pkt.mn == MN and len(pkt.qn or "") == 17
-    minutes = platform.packets("2051")
+    minutes = [p for _, p in server.packets("2051")]
     for pkt in minutes:
         assert_minute_matches(pkt, readings, 10)
     assert [p.fields()["a34002-Flag"] for p in minutes[1:]] == ["N"] * (len(minutes) - 1)  # full periods
     assert len({p.fields()["DataTime"] for p in minutes}) == len(minutes)
-    assert_frames_pass_appendix_a(bytes(platform.stream), len(platform.received))
 
 
 def assert_frames_pass_appendix_a(stream: bytes, count: int) -> None:
@@ -176,3 +209,4 @@ def test_outage_loses_no_minute_packet_and_history_answers_the_same(tmp_path: Pa
     assert outage and [p.fields() for p in outage] == [by_time[p.fields()["DataTime"]].fields() for p in outage]
     assert {p.fields()["DataTime"] for p in outage} >= {t for t in wanted if down <= epoch_of(t) + span <= up}
     assert "Traceback" not in agent.log()
+    assert_frames_pass_appendix_a(bytes(platform.stream), len(platform.received))
