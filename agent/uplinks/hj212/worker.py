@@ -12,6 +12,7 @@ the link counts as down and is opened again with back-off.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -118,16 +119,26 @@ class Hj212UplinkWorker:
 
     def _run(self) -> None:
         reader = self.outbox.reader()
+        failing = ""
         try:
             while not self._stop.is_set():
                 try:
                     self._tick(reader)
-                except Exception as exc:  # never let one bad moment end the uplink
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                    log.exception("hj212 %s: unexpected error", self.name)
-                    self._drop_link("unexpected error")
+                except Exception as exc:  # never let one bad moment end the uplink (a full disk: retried)
+                    text = f"{type(exc).__name__}: {exc}"
+                    self.stats.last_error = text
+                    if text != failing:
+                        log.exception("hj212 %s: %s; retrying every second (readings stay in the buffer)",
+                                      self.name, text)
+                    failing = text
+                    if not isinstance(exc, sqlite3.Error):  # the store's trouble is no reason to drop the link
+                        self._drop_link("unexpected error")
                     self._new_readings = True
                     self._stop.wait(1.0)
+                    continue
+                if failing:
+                    log.info("hj212 %s: works again (after: %s)", self.name, failing)
+                    failing = ""
         finally:
             self._drop_link("stopping")
             reader.close()
