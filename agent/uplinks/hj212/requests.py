@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from . import packet as pk
 from .aggregate import local, parse_data_time
 from .config import Hj212Uplink
-from .packet import Packet
+from .packet import Packet, PacketError
 from .store import Hj212Store
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 QN_RTN_PW = "3"
 QN_RTN_MN = "4"
 QN_RTN_CN = "8"
+QN_RTN_CRC = "9"
+ANSWER_CNS = frozenset({pk.DATA_ANSWER, pk.REQUEST_ANSWER, pk.EXECUTION_RESULT, "9013"})
 EXE_RTN_REFUSED = "3"
 NOTICE_ANSWER = "9013"
 SETTABLE = ("rtd_interval", "min_interval", "overtime", "recount")
@@ -78,6 +80,17 @@ class Commands:
             return [pk.answer_to(req, NOTICE_ANSWER)]
         out = [ready] if req.wants_answer else []
         return out + self._handlers()[req.cn](req)
+
+    def bad_crc(self, frame: bytes) -> list[Packet]:
+        """A request whose frame has a wrong CRC is answered 9011 QnRtn 9 when its QN can be
+        read, so the platform sends it again; anything else with a bad CRC is only ignored."""
+        try:
+            req = pk.parse(frame[6:-6].decode("utf-8"))
+        except (PacketError, UnicodeDecodeError):
+            return []
+        if req.wants_answer and req.qn and req.cn not in ANSWER_CNS:
+            return [pk.answer_to(req, pk.REQUEST_ANSWER, QnRtn=QN_RTN_CRC)]
+        return []
 
     def _handlers(self) -> dict[str, Callable[[Packet], list[Packet]]]:
         return {"1011": self._get_time, "1012": self._set_time, "1061": self._get_rtd, "1062": self._set_rtd,

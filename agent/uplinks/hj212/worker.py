@@ -38,8 +38,6 @@ FETCH = 1000  # readings folded per transaction
 STORED_WINDOW = 10  # stored packets awaiting an answer at once
 CONNECT_TIMEOUT = 5.0
 HEALTHY_LINK = 10.0
-QN_RTN_CRC = "9"  # 9011 QnRtn: the request's CRC was wrong
-ANSWER_CNS = frozenset({pk.DATA_ANSWER, pk.REQUEST_ANSWER, pk.EXECUTION_RESULT, "9013"})
 LONG_SEGMENT = 1024  # the longest data segment some platforms take (the 2005 edition's limit)
 
 
@@ -283,8 +281,9 @@ class Hj212UplinkWorker:
             self.stats.bad_frames += 1
             self._log_once(logging.WARNING, f"frame:{item.status}", "hj212 %s: ignored a frame from the platform"
                            " (%s: %s); the link stays up", self.name, item.status, item)
-            if isinstance(item, BadCrc):
-                self._answer_bad_crc(item)
+            if isinstance(item, BadCrc) and self.link is not None:
+                for answer in self.commands.bad_crc(item.raw):
+                    self.link.send(answer.segment())
             return
         try:
             pkt = pk.parse(item)
@@ -299,16 +298,6 @@ class Hj212UplinkWorker:
         assert self.link is not None
         for answer in self.commands.handle(pkt):
             self.link.send(answer.segment())
-
-    def _answer_bad_crc(self, bad: BadCrc) -> None:
-        """A request whose CRC is wrong is answered 9011 QnRtn 9 (CRC error) when its QN can
-        be read, so the platform sends it again; anything else bad is only ignored."""
-        try:
-            req = pk.parse(bad.raw[6:-6].decode("utf-8"))
-        except (PacketError, UnicodeDecodeError):
-            return
-        if req.wants_answer and req.qn and req.cn not in ANSWER_CNS and self.link is not None:
-            self.link.send(pk.answer_to(req, pk.REQUEST_ANSWER, QnRtn=QN_RTN_CRC).segment())
 
     def _answered(self, qn: str) -> None:
         sent = self._inflight.pop(qn, None)
