@@ -49,8 +49,8 @@ class Hj212Uplink(BaseModel):
                                              " stop and start it with 2012/2011)")
     hourly: bool = Field(True, description="send CN 2061 hour data")
     daily: bool = Field(True, description="send CN 2031 day data")
-    ack: bool = Field(True, description="Flag A: the platform answers 9014 to each data packet; a data"
-                                        " packet is kept until answered")
+    ack: bool = Field(True, description="Flag A: the platform answers 9014 to each data packet, and a stored"
+                                        " packet is kept until answered (false: delivered once sent)")
     overtime: Duration = Field(10.0, description="wait this long for an answer before sending again")
     recount: Annotated[int, Field(ge=0, le=10)] = Field(
         3, description="sends again before the link counts as down (then reconnect)")
