@@ -247,3 +247,24 @@ def test_hour_and_day_packets_start_at_local_hour_and_midnight(tmp_path: Path, p
         assert fields["a34002-Flag"] == "D"
     assert [p.fields()["DataTime"] for p in platform.packets("2051")] == [
         yesterday.strftime("%Y%m%d100000"), yesterday.strftime("%Y%m%d100010"), yesterday.strftime("%Y%m%d100020")]
+
+
+def test_without_ack_packets_count_as_delivered_once_sent(tmp_path: Path) -> None:
+    silent = Hj212Platform(answer=False).start()
+    rig = Rig(tmp_path, silent, ack=False, overtime=0.3)
+    t0 = period_start(time.time())
+    for i in range(3):
+        rig.outbox.submit(Reading("dust-1", (t0 + i) * 1000, {"pm10": 70}))
+    rig.outbox.submit(Reading("dust-1", int(time.time() * 1000), {"pm10": 71}))
+    rig.worker.start()
+    try:
+        wait_for(lambda: silent.packets("2051") and len(silent.packets("2011")) >= 3, 10,
+                 "minute and real-time packets")
+        time.sleep(0.5)  # longer than overtime: nothing is sent again, the link stays
+    finally:
+        rig.close()
+        silent.stop()
+    times = [p.fields()["DataTime"] for p in silent.packets("2051")]
+    assert len(times) == len(set(times)) and rig.worker.stats.waiting == 0  # each sent once
+    assert {p.flag for p in silent.packets()} == {4}  # no Flag A
+    assert rig.worker.stats.connects == 1 and rig.worker.stats.resent == 0
