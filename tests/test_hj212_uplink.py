@@ -17,7 +17,7 @@ from agent.uplinks.hj212.platform import Hj212Platform
 from agent.uplinks.hj212.worker import Hj212UplinkWorker
 from buffer.outbox import ALARM_STATUS, Outbox
 from drivers.reading import Reading
-from tests.helpers import wait_for
+from tests.helpers import edge_agent, wait_for
 
 TZ = ZoneInfo("Asia/Shanghai")
 MN = "010000A8900016F000169DC0"
@@ -268,3 +268,38 @@ def test_without_ack_packets_count_as_delivered_once_sent(tmp_path: Path) -> Non
     assert len(times) == len(set(times)) and rig.worker.stats.waiting == 0  # each sent once
     assert {p.flag for p in silent.packets()} == {4}  # no Flag A
     assert rig.worker.stats.connects == 1 and rig.worker.stats.resent == 0
+
+
+def test_rename_uplink_takes_the_hj212_packets_along(tmp_path: Path) -> None:
+    silent = Hj212Platform(answer=False).start()
+    rig = Rig(tmp_path, silent, realtime=False, recount=0, overtime=5)
+    t0 = period_start(time.time())
+    rig.outbox.submit(Reading("dust-1", t0 * 1000, {"pm10": 70}))
+    rig.worker.start()
+    try:
+        wait_for(lambda: silent.packets("2051"), 5, "the minute packet sent (never answered)")
+    finally:
+        rig.close()
+        silent.stop()
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(f"gateway: {{id: gw, data_dir: {tmp_path}}}\n"
+                   "buses: {lan: {type: tcp, host: 127.0.0.1, port: 5020}}\n"
+                   "devices: {dust-1: {bus: lan, unit: 1, profile: renke-dust-all-in-one}}\n"
+                   f"uplinks:\n  other: {{type: mqtt, host: 127.0.0.1, port: 1883}}\n"
+                   f"  bureau: {{type: hj212, host: 127.0.0.1, port: 9000, mn: {MN}}}\n")
+    r = edge_agent("buffer", "rename-uplink", "-c", str(cfg), "env", "bureau")
+    assert r.returncode == 0, r.stderr
+    assert "its HJ 212 store moved to hj212-bureau.db (1 packets wait for the platform's answer)" in r.stdout
+    platform = Hj212Platform().start()
+    box = Outbox(tmp_path / "outbox.db", ["bureau", "other"], commit_interval=0.01)
+    box.start()
+    worker = Hj212UplinkWorker("bureau", uplink_cfg(platform.port, realtime=False), box, tmp_path, POINTS,
+                               {"dust-1": 1.0}, TZ)
+    worker.start()
+    try:
+        wait_for(lambda: platform.packets("2051") and worker.stats.waiting == 0, 5, "the packet under the new name")
+    finally:
+        worker.stop()
+        box.close()
+        platform.stop()
+    assert platform.packets("2051")[0].fields()["a34002-Avg"] == "70"

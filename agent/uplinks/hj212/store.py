@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,30 @@ class Stored:
     cn: str
     start: int  # epoch seconds of the period's start (its DataTime)
     values: dict[str, Stats]
+
+
+def store_path(data_dir: Path, uplink: str) -> Path:
+    return data_dir / f"hj212-{uplink}.db"
+
+
+def rename_store(data_dir: Path, old: str, new: str) -> str:
+    """After ``buffer rename-uplink``: the HJ 212 uplink's file follows its new name (daemon
+    stopped). Returns what was done, for the technician ("" when there was nothing)."""
+    src, dst = store_path(data_dir, old), store_path(data_dir, new)
+    if not src.exists():
+        return ""
+    if dst.exists():
+        return f"{dst.name} exists already: {src.name} (HJ 212 packets of '{old}') left as it is"
+    conn = sqlite3.connect(str(src))
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        waiting = int(conn.execute("SELECT count(*) FROM packets WHERE answered = 0").fetchone()[0])
+    finally:
+        conn.close()
+    for suffix in ("-wal", "-shm"):
+        Path(str(src) + suffix).unlink(missing_ok=True)
+    src.rename(dst)
+    return f"its HJ 212 store moved to {dst.name} ({waiting} packets wait for the platform's answer)"
 
 
 class Hj212Store:

@@ -30,7 +30,7 @@ from .frame import BadCrc, FrameError
 from .link import Link, LinkClosed, Waker
 from .packet import Packet, PacketError
 from .requests import Commands, Settings
-from .store import Hj212Store
+from .store import Hj212Store, store_path
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Hj212UplinkWorker:
         for p in self.points:
             self._by_device.setdefault(p.device, []).append(p)
         self.poll_intervals = poll_intervals
-        self.store = Hj212Store(data_dir / f"hj212-{name}.db")
+        self.store = Hj212Store(store_path(data_dir, name))
         self.settings = Settings.load(cfg, self.store)
         self.commands = Commands(name, cfg, self.settings, self.store, tz)
         self.stats = Hj212Stats(waiting=self.store.count_unanswered())
