@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, field_validator, model_validator
 
 from drivers import protocols
 from drivers.catalog import resolve_profile
@@ -229,7 +229,7 @@ Uplink = Annotated[MqttUplink | Hj212Uplink, Field(discriminator="type")]
 
 
 class Buffer(Strict):
-    max_bytes: Size = Field(256 * 1024**2, description="cap on the buffer, WAL included")
+    max_bytes: Size = Field(ByteSize(256 * 1024**2), description="cap on the buffer, WAL included")
     commit_interval: Duration = Field(0.25, description="group commit period (at most 250ms)")
 
     @model_validator(mode="after")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from pydantic import BeforeValidator, ByteSize, PlainSerializer, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_BYTES = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "KB": 1000, "MB": 1000**2,
-          "GB": 1000**3, None: 1}
 
 
 def parse_duration(value: object) -> float:
@@ -25,15 +23,13 @@ def parse_duration(value: object) -> float:
     return float(m.group(1)) * _SECONDS[m.group(2)]
 
 
-def parse_size(value: object) -> int:
+def check_size(value: object) -> object:
+    """What pydantic's ByteSize parses, with a message that shows the accepted forms."""
     if isinstance(value, bool):
         raise ValueError("expected a size such as 64MiB")
-    if isinstance(value, int):
-        return value
-    m = _SIZE.match(str(value))
-    if not m:
+    if isinstance(value, str) and not _SIZE.match(value):
         raise ValueError(f"'{value}' is not a size (examples: 512KiB, 256MiB, 1GiB)")
-    return int(float(m.group(1)) * _BYTES[m.group(2)])
+    return value
 
 
 def format_duration(seconds: float) -> str:
@@ -53,9 +49,10 @@ Duration = Annotated[
     WithJsonSchema({"type": ["string", "number"], "pattern": r"^\d+(\.\d+)?(ms|s|m|h)?$",
                     "description": "seconds, or a number with ms, s, m or h"}),
 ]
+# pydantic's ByteSize does the parsing (KiB/MiB/GiB are binary, KB/MB/GB decimal)
 Size = Annotated[
-    int,
-    BeforeValidator(parse_size),
+    ByteSize,
+    BeforeValidator(check_size),
     WithJsonSchema({"type": ["string", "integer"], "pattern": r"^\d+(\.\d+)?(B|KiB|MiB|GiB|KB|MB|GB)?$",
                     "description": "bytes, or a number with KiB, MiB or GiB"}),
 ]

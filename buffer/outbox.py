@@ -18,28 +18,37 @@ dropped) and the writer retries: it keeps running and never corrupts the file.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from drivers.reading import Reading
 
-from .database import ResetInfo, connect, is_corrupt, is_full, move_aside, open_database
-from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS, evict_oldest, record_loss
+from .database import ResetInfo, is_corrupt, is_full, open_database
+from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS
 from .jsontext import values_json
 from .ranges import to_ranges
 from .reader import ALARM_STATUS, Eviction, OutboxReader, Row
-from .schema import committed_seq, migrate
+from .recovery import OutboxCounters, Recovery
+from .schema import committed_seq
 from .seqfile import SeqReserve
 from .space import SpaceGuard
 from .uplinkbits import register_uplinks
+from .writequeue import (
+    ACK_ITEMS,
+    Acked,
+    CorruptFound,
+    EvictionsAnnounced,
+    Item,
+    MetaState,
+    SetAside,
+    Stop,
+    SyncPoint,
+)
 
 __all__ = ["ALARM_STATUS", "EVICT_FRACTION", "EVICT_MIN_ROWS", "Eviction", "Outbox", "OutboxCounters", "OutboxReader",
            "Row"]
@@ -53,23 +62,10 @@ RETRY_MIN, RETRY_MAX = 0.1, 2.0
 # fsync (synchronous=NORMAL): a process crash keeps it all the same, and a power cut can only
 # undo acknowledgements (duplicates, never a loss), so the SD card pays nothing for it.
 ACK_COMMIT = 0.03
-ACKS = frozenset({"a", "e"})
 ALARM_HISTORY = 10_000  # alarm events kept in alarm_events for `edge-agent alarms`
 
 
-@dataclass(slots=True)
-class OutboxCounters:
-    committed: int = 0
-    commits: int = 0
-    evicted: int = 0
-    eviction_records: int = 0  # rows added to the evictions table (each one to announce)
-    disk_full: int = 0
-    io_errors: int = 0
-    dropped: int = 0  # never committed: held in memory longer than the disk allowed
-    resets: int = 0  # corrupt files moved aside
-
-
-class Outbox:
+class Outbox(Recovery):
     """Store-and-forward buffer for readings, shared by every uplink."""
 
     def __init__(
@@ -106,7 +102,7 @@ class Outbox:
         self.last_seq = self._next_seq - 1
         if reset is not None:
             self._record_reset(reset)
-        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -117,7 +113,7 @@ class Outbox:
         self._held: list[Reading] = []
         self._acks: dict[int, list[int]] = {}
         self._eacks: dict[int, list[int]] = {}
-        self._asides: list[tuple[int, str, int, str]] = []  # (bit, uplink, seq, why) never to be delivered
+        self._asides: list[SetAside] = []  # readings an uplink will never deliver
         self._meta: dict[str, str] = {}  # meta facts committed with the readings queued before them
         self._sync_level = "FULL"  # the write connection's synchronous setting (database.connect)
         self._tokens: list[int] = []
@@ -129,25 +125,6 @@ class Outbox:
     # -- set-up ---------------------------------------------------------------------
     def _sequence(self) -> int:
         return committed_seq(self._conn)
-
-    def _record_reset(self, info: ResetInfo) -> None:
-        """A corrupt file was moved aside: announce the seqs it may have held as lost."""
-        self.counters.resets += 1
-        last = self._next_seq - 1
-        if info.pending is None:
-            first, count = 1, 0  # contents unreadable: anything not received up to `last` is lost
-        elif info.first_pending is not None:
-            first, count = info.first_pending, info.pending
-        else:  # it held nothing: only the unused seqs up to the new start are announced
-            first, count = (info.last_seq or 0) + 1, 0
-        facts = {"at": int(time.time() * 1000), "aside": str(info.aside), "error": info.error,
-                 "lost_first_seq": first, "lost_last_seq": last, "lost_count": count}
-        self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('reset', ?)", (json.dumps(facts),))
-        reason = f"corrupt buffer moved aside to {info.aside.name}"
-        if info.pending is None:
-            reason += " (unreadable: count unknown)"
-        records = record_loss(self._conn, self.uplink_bits, first, last, count, reason)
-        self.counters.eviction_records += records
 
     # -- the public, thread-safe side ---------------------------------------------------
     def start(self) -> None:
@@ -161,27 +138,27 @@ class Outbox:
 
     def submit(self, reading: Reading) -> None:
         """Queue a reading for the next group commit (thread-safe, never blocks)."""
-        self._queue.put(("r", reading))
+        self._queue.put(reading)
 
     def submit_event(self, reading: Reading, key: str, state: str) -> None:
         """Queue an event reading (``status`` names its kind, e.g. :data:`ALARM_STATUS`) and the
         state it leads to, kept under meta ``key``: both are committed in the same transaction,
         so after a crash the state never runs ahead of the events nor behind them."""
-        self._queue.put(("r", reading))
-        self._queue.put(("m", (key, state)))
+        self._queue.put(reading)
+        self._queue.put(MetaState(key, state))
 
     def ack(self, uplink: str, seqs: list[int]) -> None:
         """Record that ``uplink`` has a success acknowledgement for ``seqs``."""
-        self._queue.put(("a", (self.uplink_bits[uplink], seqs)))
+        self._queue.put(Acked(self.uplink_bits[uplink], seqs))
 
     def ack_evictions(self, uplink: str, ids: list[int]) -> None:
         """Record that ``uplink`` has announced the evictions ``ids``."""
-        self._queue.put(("e", (self.uplink_bits[uplink], ids)))
+        self._queue.put(EvictionsAnnounced(self.uplink_bits[uplink], ids))
 
     def set_aside(self, uplink: str, seq: int, why: str) -> None:
         """``uplink`` will never deliver reading ``seq`` (e.g. too large for its broker): it
         leaves that uplink's backlog, recorded as a one-reading loss the uplink announces."""
-        self._queue.put(("u", (self.uplink_bits[uplink], uplink, seq, why)))
+        self._queue.put(SetAside(self.uplink_bits[uplink], uplink, seq, why))
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed. False on timeout
@@ -192,12 +169,12 @@ class Outbox:
         with self._synced:
             self._sync_token += 1
             token = self._sync_token
-            self._queue.put(("s", token))
+            self._queue.put(SyncPoint(token))
             return self._synced.wait_for(lambda: self._done_token >= token, timeout)
 
     def close(self) -> None:
         self._stop.set()
-        self._queue.put(("x", None))
+        self._queue.put(Stop())
         if self._thread is not None:
             self._thread.join(timeout=10)
         else:
@@ -214,7 +191,7 @@ class Outbox:
 
     def _report_corrupt(self, generation: int, error: str) -> None:
         """A reader found the file corrupt: the writer moves it aside (once per file)."""
-        self._queue.put(("c", (generation, error)))
+        self._queue.put(CorruptFound(generation, error))
 
     def used_bytes(self) -> int:
         """Bytes on disk: database file, WAL and reserve file."""
@@ -245,8 +222,9 @@ class Outbox:
             return self._stop.is_set()
         stop = self._take(first)
         now = time.monotonic()
-        deadline = now + (min(self.commit_interval, ACK_COMMIT) if first[0] in ACKS else self.commit_interval)
-        while not stop and first[0] != "s":
+        deadline = now + (min(self.commit_interval, ACK_COMMIT) if isinstance(first, ACK_ITEMS)
+                          else self.commit_interval)
+        while not stop and not isinstance(first, SyncPoint):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -255,9 +233,9 @@ class Outbox:
             except queue.Empty:
                 break
             stop = self._take(item)
-            if item[0] == "s":
+            if isinstance(item, SyncPoint):
                 break
-            if item[0] in ACKS:  # an acknowledgement not committed is a duplicate after a crash
+            if isinstance(item, ACK_ITEMS):  # an acknowledgement not committed is a duplicate after a crash
                 deadline = min(deadline, time.monotonic() + ACK_COMMIT)
         while True:
             try:
@@ -274,23 +252,27 @@ class Outbox:
                       drop, self._trouble or "disk trouble", len(self._held))
         return stop
 
-    def _take(self, item: tuple[str, Any]) -> bool:
-        kind, value = item
-        if kind == "r":
-            self._held.append(value)
-        elif kind == "a":
-            self._acks.setdefault(value[0], []).extend(value[1])
-        elif kind == "e":
-            self._eacks.setdefault(value[0], []).extend(value[1])
-        elif kind == "u":
-            self._asides.append(value)
-        elif kind == "m":
-            self._meta[value[0]] = value[1]
-        elif kind == "s":
-            self._tokens.append(int(value))
-        elif kind == "c" and value[0] == self.generation:
-            self._corrupt = f"found by a reader: {value[1]}"
-        return kind == "x"
+    def _take(self, item: Item) -> bool:
+        """Hold one queued item for the next commit. True for :class:`Stop`."""
+        if type(item) is Reading:  # the hot path: one per poll
+            self._held.append(item)
+            return False
+        match item:
+            case Acked(bit, seqs):
+                self._acks.setdefault(bit, []).extend(seqs)
+            case EvictionsAnnounced(bit, ids):
+                self._eacks.setdefault(bit, []).extend(ids)
+            case SetAside():
+                self._asides.append(item)
+            case MetaState(key, state):
+                self._meta[key] = state
+            case SyncPoint(token):
+                self._tokens.append(token)
+            case CorruptFound(generation, error) if generation == self.generation:
+                self._corrupt = f"found by a reader: {error}"
+            case Stop():
+                return True
+        return False
 
     def _flush(self) -> bool:
         """Commit everything held. True when nothing is left (sync tokens are then done)."""
@@ -370,11 +352,11 @@ class Outbox:
             c.executemany("UPDATE evictions SET pending = pending & ? WHERE id = ?",
                           [(~(1 << bit), i) for i in ids])
         at = int(time.time() * 1000)
-        for bit, name, seq, why in self._asides:  # leaves the uplink's backlog, announced as a loss
-            c.execute("DELETE FROM readings WHERE seq = ? AND (pending & ?) = 0", (seq, ~(1 << bit)))
-            c.execute("UPDATE readings SET pending = pending & ? WHERE seq = ?", (~(1 << bit), seq))
+        for a in self._asides:  # leaves the uplink's backlog, announced as a loss
+            c.execute("DELETE FROM readings WHERE seq = ? AND (pending & ?) = 0", (a.seq, ~(1 << a.bit)))
+            c.execute("UPDATE readings SET pending = pending & ? WHERE seq = ?", (~(1 << a.bit), a.seq))
             c.execute("INSERT INTO evictions(at, first_seq, last_seq, count, reason, pending, uplink)"
-                      " VALUES (?, ?, ?, 1, ?, ?, ?)", (at, seq, seq, why, 1 << bit, name))
+                      " VALUES (?, ?, ?, 1, ?, ?, ?)", (at, a.seq, a.seq, a.why, 1 << a.bit, a.uplink))
         if self._unrecorded_drops:
             c.execute("INSERT INTO counters(name, value) VALUES ('dropped', ?)"
                       " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (self._unrecorded_drops,))
@@ -424,67 +406,3 @@ class Outbox:
             if not self.space.reserve_held:
                 self.space.take_reserve()
                 self.space.update_cap(c)
-
-    # -- when the disk says no ------------------------------------------------------------
-    def _note_trouble(self, exc: BaseException) -> None:
-        text = f"{type(exc).__name__}: {exc}"
-        if text != self._trouble:
-            log.error("buffer: cannot commit (%s); %d readings wait in memory, retrying", text, len(self._held))
-        self._trouble = text
-
-    def _make_room(self, exc: BaseException) -> bool:
-        """The store is full: free space (acknowledgements, eviction, the reserve). True if
-        something was freed and the commit is worth retrying."""
-        self.counters.disk_full += 1
-        c = self._conn
-        if self._acks or self._eacks:
-            try:  # acknowledgements delete rows: they may make room by themselves
-                self._commit_step(with_readings=False)
-                return True
-            except (sqlite3.Error, OSError):
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-        reason = "max_bytes" if self.space.at_static_cap() else "disk full"
-        try:
-            evicted = evict_oldest(c, self.uplink_bits, reason)
-        except (sqlite3.Error, OSError) as exc2:
-            if not is_full(exc2):
-                log.error("buffer: eviction failed: %s", exc2)
-                return False
-            evicted = None  # even a DELETE needs room (the WAL grows first)
-        if evicted is None:
-            # nothing to evict, or no room to evict: the reserve file gives the WAL and the
-            # checkpoint room, once
-            if self.space.release_reserve():
-                with contextlib.suppress(sqlite3.Error):
-                    c.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                self.space.update_cap(c)
-                return True
-            return False
-        self.counters.evicted += evicted.count
-        self.counters.eviction_records += evicted.records
-        log.warning("BUFFER FULL (%s): evicted %d oldest readings, seq %d..%d (%s)", reason, evicted.count,
-                    evicted.first_seq, evicted.last_seq, exc)
-        self.space.update_cap(c)
-        return True
-
-    def _reset(self, error: str) -> None:
-        """The file turned out corrupt while running: move it aside, carry on in a fresh one.
-        Acknowledgements for the old file's readings are moot (announced as lost instead)."""
-        bits = dict(self.uplink_bits)
-        self._acks.clear()
-        self._eacks.clear()
-        self._asides.clear()
-        with contextlib.suppress(Exception):
-            self._conn.close()
-        if self.path.exists():  # not yet moved by an earlier attempt that failed half-way
-            self._aside = move_aside(self.path, error)
-        info = self._aside
-        assert info is not None
-        self._conn = connect(self.path)
-        self._sync_level = "FULL"
-        migrate(self._conn)
-        self.space.configure(self._conn)
-        self.uplink_bits = register_uplinks(self._conn, list(bits), keep=bits)
-        self.generation += 1
-        self._record_reset(info)

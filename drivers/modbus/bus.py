@@ -138,9 +138,10 @@ class ModbusBus:
         call = {1: c.read_coils, 2: c.read_discrete_inputs, 3: c.read_holding_registers,
                 4: c.read_input_registers}[req.function_code]
         what = f"fc{req.function_code} @{req.address}+{req.count}"
-        rr = await self._transact(unit, Expected.of(unit, req), what,
-                                  lambda: call(req.address, count=req.count, device_id=unit))
-        return self._values(unit, req, rr)
+        values: list[int] | list[bool] = await self._transact(
+            unit, Expected.of(unit, req), what, lambda: call(req.address, count=req.count, device_id=unit),
+            lambda rr: self._values(unit, req, rr))
+        return values
 
     async def write(self, unit: int, request: RegisterWrite) -> None:
         """Run one write request (FC05/06/15/16) on the bus, between polls (same lock and
@@ -158,15 +159,20 @@ class ModbusBus:
             send = ((lambda: c.write_register(request.address, regs[0], device_id=unit)) if fc == 6
                     else (lambda: c.write_registers(request.address, regs, device_id=unit)))
         what = f"fc{fc} @{request.address}+{count}"
-        rr = await self._transact(unit, Expected.of_write(unit, fc, request.address, count), what, send)
-        if rr.isError():
-            code = int(getattr(rr, "exception_code", 0) or 0)
-            raise ExceptionResponse(code, f"unit {unit} on {self.name}: exception {code} to {what}")
-        if rr.function_code != fc:
-            raise ShortFrame(f"unit {unit}: answer with function {rr.function_code} to fc{fc}")
 
-    async def _transact(self, unit: int, expect: Expected, what: str, send: Callable[[], Any]) -> Any:
-        """One request under the bus lock, tried ``1 + retries`` times; the pymodbus response."""
+        def accept(rr: Any) -> None:
+            if rr.isError():
+                code = int(getattr(rr, "exception_code", 0) or 0)
+                raise ExceptionResponse(code, f"unit {unit} on {self.name}: exception {code} to {what}")
+            if rr.function_code != fc:
+                raise ShortFrame(f"unit {unit}: answer with function {rr.function_code} to fc{fc}")
+
+        await self._transact(unit, Expected.of_write(unit, fc, request.address, count), what, send, accept)
+
+    async def _transact(self, unit: int, expect: Expected, what: str, send: Callable[[], Any],
+                        accept: Callable[[Any], Any]) -> Any:
+        """One request under the bus lock, tried ``1 + retries`` times: what ``accept`` makes of the
+        pymodbus response (it raises for an exception answer or a malformed one, counted as failures)."""
         silent = unit in self._silent
         attempts = 1 if silent else 1 + self.retries
         await self._acquire(unit, expect, low=silent)
@@ -176,7 +182,7 @@ class ModbusBus:
             for _ in range(attempts):
                 started = time.perf_counter()
                 try:
-                    result = await self._attempt(unit, send, expect, what)
+                    result = accept(await self._attempt(unit, send, expect, what))
                 except (ExceptionResponse, BusUnavailable) as exc:  # an answer, or no bus: no retry
                     self._count_failure(unit, exc)
                     self._silent.discard(unit)

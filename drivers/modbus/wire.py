@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pymodbus.framer import FramerRTU
+
 from .datatypes import BIT_TABLES
 from .planner import ReadRequest
 
@@ -46,26 +48,9 @@ def plan_wire_seconds(plan: list[ReadRequest], baudrate: int, bits_per_byte: int
     return sum(rtu_wire_seconds(REQUEST_BYTES, response_bytes(r), baudrate, bits_per_byte) for r in plan)
 
 
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
 def crc16(data: bytes) -> bytes:
-    """The Modbus CRC of ``data`` as it goes on the wire (low byte first)."""
-    crc = 0xFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
-    return bytes((crc & 0xFF, crc >> 8))
+    """The Modbus CRC of ``data`` as it goes on the wire (low byte first): pymodbus's own."""
+    return FramerRTU.compute_CRC(data).to_bytes(2, "big")
 
 
 def with_crc(frame: bytes) -> bytes:
