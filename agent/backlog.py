@@ -57,15 +57,18 @@ def cmd_rename(args: argparse.Namespace) -> int:
     if opened is None:
         return 1
     conn, lock = opened
+    from .uplinks.hj212.store import rename_store
+
     try:
         waiting = rename_uplink(conn, args.old, args.new)
+        hj212 = rename_store(lock.data_dir, args.old, args.new)
     except UplinkStateError as exc:
         print(f"edge-agent buffer rename-uplink: {exc}", file=sys.stderr)
         return 1
     finally:
         conn.close()
         lock.release()
-    print(f"uplink '{args.old}' is now '{args.new}'; {waiting} readings wait for it")
+    print(f"uplink '{args.old}' is now '{args.new}'; {waiting} readings wait for it" + (f"; {hj212}" if hj212 else ""))
     return 0
 
 

@@ -25,6 +25,7 @@ from .alarms.config import AlarmRule, ReportPoint, check_alarms
 from .control.config import CommandOptions, DeviceControl, Schedule, check_control, check_timezone
 from .health.settings import Health, Metrics
 from .units import Duration, Size
+from .uplinks.hj212.config import Hj212Uplink
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0  # a poll or retry period: 100 ms .. 1 day
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -226,7 +227,7 @@ class MqttUplink(Strict, CommandOptions):
         return self.port or (8883 if self.tls_enabled else 1883)
 
 
-Uplink = Annotated[MqttUplink, Field(discriminator="type")]
+Uplink = Annotated[MqttUplink | Hj212Uplink, Field(discriminator="type")]
 
 
 class Buffer(Strict):
@@ -368,6 +369,9 @@ def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Pro
         seen[slot] = dev_id
     for up_id, up in cfg.uplinks.items():
         path = ("uplinks", up_id)
+        if isinstance(up, Hj212Uplink):
+            _check_hj212(cfg, source, up_id, up, profiles, problems, warnings)
+            continue
         files: list[tuple[str, str | None]] = [("password_file", up.password_file)]
         if isinstance(up.tls, Tls):
             files += [("tls.ca", up.tls.ca), ("tls.cert", up.tls.cert), ("tls.key", up.tls.key)]
@@ -383,6 +387,29 @@ def _cross_check(cfg: Config, source: Source, base: Path) -> tuple[dict[str, Pro
             warnings.append(Problem(f, source.line_of((*path, "tls")), f"uplinks.{up_id}.tls",
                                     "TLS is off for a host that is not loopback: credentials and data travel in clear"))
     return profiles, problems, warnings
+
+
+def _check_hj212(cfg: Config, source: Source, up_id: str, up: Hj212Uplink, profiles: dict[str, Profile],
+                 problems: list[Problem], warnings: list[Problem]) -> None:
+    """Its devices exist and carry factor points; intervals outside the standard's ranges warn."""
+    f, path = source.file, ("uplinks", up_id)
+    codes = up.codes()
+    for dev_id in up.devices or []:
+        if dev_id not in cfg.devices:
+            problems.append(Problem(f, source.line_of((*path, "devices")), f"uplinks.{up_id}.devices",
+                                    f"unknown device '{dev_id}'{did_you_mean(dev_id, cfg.devices)}"))
+        elif dev_id in profiles and not set(profiles[dev_id].points) & set(codes):
+            problems.append(Problem(f, source.line_of((*path, "devices")), f"uplinks.{up_id}.devices",
+                                    f"device {dev_id} has no point with an HJ 212 factor code"
+                                    " (see the factor table; add one under 'factors:')"))
+    carried = [d for d in (up.devices if up.devices is not None else cfg.devices)
+               if d in profiles and set(profiles[d].points) & set(codes)]
+    if up.devices is None and not carried:
+        problems.append(Problem(f, source.line_of(path), f"uplinks.{up_id}",
+                                "no device has a point with an HJ 212 factor code: the uplink would send nothing"
+                                " (see the factor table; add codes under 'factors:')"))
+    for key, message in up.standard_warnings():
+        warnings.append(Problem(f, source.line_of((*path, key)), f"uplinks.{up_id}.{key}", message))
 
 
 def _file_check(path: Path, name: str, secret: bool) -> tuple[str | None, str | None]:
@@ -415,6 +442,7 @@ def load_config(path: str | Path) -> LoadedConfig:
 
 __all__ = [
     "Config",
+    "Hj212Uplink",
     "LoadedConfig",
     "MqttUplink",
     "RtuOverTcpBus",

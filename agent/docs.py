@@ -32,6 +32,8 @@ from .config import (
 )
 from .control.config import DeviceControl, Location, Schedule, Step
 from .health.settings import Health, Metrics
+from .uplinks.hj212.config import Hj212Uplink
+from .uplinks.hj212.factors import table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "config" / "schema.json"
@@ -54,6 +56,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("uplinks.<id>.tls", Tls, "TLS settings of an uplink."),
     ("uplinks.<id>.topics", Topics,
      "Topic templates; `{prefix}`, `{gateway}`, `{device}` and `{profile}` are filled in."),
+    ("uplinks.<id> (type: hj212)", Hj212Uplink,
+     "One environmental platform over HJ 212-2017 (the agent is the TCP client). Points go out under"
+     " these factor codes (`factors:` adds or changes codes; `units:` converts):\n\n" + table_markdown()),
     ("buffer", Buffer, "The SQLite store-and-forward buffer."),
     ("logging", Logging, "Log output (to stderr; journald under systemd: `<N>` priorities, no timestamps)."),
     ("clock", Clock, "Time on a gateway without a real-time clock: until the system clock is known good (NTP"

@@ -89,7 +89,8 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
     ou, nu = old.config.uplinks, new.config.uplinks
     gateway_changed = old.config.gateway.id != new.config.gateway.id
     plan.uplinks = {u for u in ou if u not in nu or gateway_changed
-                    or ou[u].model_dump(mode="json") != nu[u].model_dump(mode="json")}
+                    or ou[u].model_dump(mode="json") != nu[u].model_dump(mode="json")
+                    or (ou[u].type == "hj212" and plan.devices)}  # its aggregates know each device
     plan.new_uplinks = {u for u in nu if u not in ou or u in plan.uplinks}
     plan.kept_uplinks = set(nu) - plan.new_uplinks
     return plan

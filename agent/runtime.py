@@ -9,6 +9,7 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
+from zoneinfo import ZoneInfo
 
 from buffer.outbox import Outbox
 from drivers.protocols import Bus, Device
@@ -18,7 +19,7 @@ from . import __version__
 from .alarms.engine import STATE_KEY, AlarmEngine
 from .alarms.store import saved_state
 from .clock import ClockGuard, ClockSource
-from .config import LoadedConfig
+from .config import LoadedConfig, MqttUplink
 from .control.audit import DB_NAME, AuditLog
 from .control.mqtt_commands import CommandPort
 from .control.service import ControlService
@@ -30,6 +31,8 @@ from .health.status import StatusSource
 from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .sdnotify import Notifier
+from .uplinks.hj212.config import Hj212Uplink
+from .uplinks.hj212.worker import Hj212UplinkWorker
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
 from .wiring import build_devices, device_metadata
 
@@ -84,7 +87,8 @@ class Agent:
         self.writes.on_written = self._poll_now
         self._extra_polls: set[asyncio.Task[None]] = set()
         info = self.gateway_info(loaded)
-        self.uplinks = {name: self.make_uplink(loaded, name, info) for name in cfg.uplinks}
+        self.uplinks: dict[str, MqttUplinkWorker | Hj212UplinkWorker] = {
+            name: self.make_uplink(loaded, name, info) for name in cfg.uplinks}
         self.control = ControlServer(data_dir)  # status, control set, ... register their operations
         self.status = StatusSource(cfg.gateway.id, self.pollers, self.activity, self.uplinks, self.outbox, self.days)
         # the kernel's NTP state, and whether readings are held until the clock is known good
@@ -111,8 +115,15 @@ class Agent:
         return GatewayInfo(loaded.config.gateway.id, __version__, config_hash(loaded.text), self.started_ms,
                            device_metadata(loaded))
 
-    def make_uplink(self, loaded: LoadedConfig, name: str, info: GatewayInfo) -> MqttUplinkWorker:
+    def make_uplink(self, loaded: LoadedConfig, name: str,
+                    info: GatewayInfo) -> MqttUplinkWorker | Hj212UplinkWorker:
         cfg, up = loaded.config, loaded.config.uplinks[name]
+        if isinstance(up, Hj212Uplink):
+            points = {dev: list(profile.points) for dev, profile in loaded.profiles.items()}
+            intervals = {dev: d.interval for dev, d in cfg.devices.items()}
+            return Hj212UplinkWorker(name, up, self.outbox, loaded.data_dir, points, intervals,
+                                     ZoneInfo(cfg.gateway.timezone))
+        assert isinstance(up, MqttUplink)
         base = loaded.file.resolve().parent
         report = {dev_id: dev.report for dev_id, dev in cfg.devices.items() if dev.report}
         commands = (CommandPort(name, up, cfg.gateway.id, base, self.writes.command, asyncio.get_running_loop())

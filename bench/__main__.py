@@ -23,13 +23,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import backlog_drain, buffer_ingest, bus_efficiency, idle, poll_path, startup
+from . import backlog_drain, buffer_ingest, bus_efficiency, idle, poll_path, startup, uplink_cpu
 from .common import BENCH_DIR, ScenarioResult, Sizes, machine_info
 from .report import markdown_profiles, markdown_table, text_table
 
 # each module has TITLE and run(sizes, profile, workdir) -> ScenarioResult
 SCENARIOS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[1]: m for m in (
-    poll_path, idle, buffer_ingest, backlog_drain, bus_efficiency, startup)}
+    poll_path, idle, buffer_ingest, backlog_drain, bus_efficiency, startup, uplink_cpu)}
 
 
 def filesystem_of(path: Path) -> str:

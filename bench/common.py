@@ -47,6 +47,8 @@ class Sizes:
     profile_seconds: float = 20.0
     rss_sample_every: float = 10.0
     idle_seconds: float = 60.0
+    uplink_readings: int = 6000
+    uplink_rate: float = 500.0
 
     @staticmethod
     def of(mode: str) -> Sizes:
@@ -58,12 +60,12 @@ class Sizes:
             return Sizes("quick", poll_seconds=15.0, poll_warmup=5.0, raw_modbus_seconds=6.0,
                          ingest_readings=50_000, ingest_reps=2, drain_readings=100_000,
                          drain_raw_readings=50_000, bus_seconds=8.0, startup_runs=3, profile_seconds=6.0,
-                         idle_seconds=30.0)
+                         idle_seconds=30.0, uplink_readings=3000)
         if mode == "smoke":
             return Sizes("smoke", poll_devices=5, poll_seconds=3.0, poll_warmup=2.5, raw_modbus_seconds=2.0,
                          ingest_readings=10_000, ingest_reps=1, drain_readings=10_000, drain_raw_readings=5_000,
                          bus_seconds=2.0, startup_runs=1, profile_seconds=2.0, rss_sample_every=1.0,
-                         idle_seconds=3.0)
+                         idle_seconds=3.0, uplink_readings=600)
         raise ValueError(f"unknown mode {mode!r}")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import backlog_drain, buffer_ingest, bus_efficiency, idle, poll_path, startup
+from bench import backlog_drain, buffer_ingest, bus_efficiency, idle, poll_path, startup, uplink_cpu
 from bench.__main__ import SCENARIOS
 from bench.common import Figure, ScenarioResult, Sizes, at_least, at_most
 from bench.profiling import summarise_collapsed
@@ -35,9 +35,11 @@ EXPECTED = {
     "bus_efficiency": {"cycles_per_s": True, "transactions_per_s": True},
     "startup": {"first_commit_s": True, "interpreter_s": False},
     "idle": {"idle_cpu_pct": False},  # a few idle seconds may cost no clock tick at all
+    "uplink_cpu": {"hj212_cpu_us_per_packet": True, "hj212_cpu_us_per_reading": True,
+                   "mqtt_cpu_us_per_message": False},
 }
 MODULES = {"poll_path": poll_path, "buffer_ingest": buffer_ingest, "backlog_drain": backlog_drain,
-           "bus_efficiency": bus_efficiency, "startup": startup, "idle": idle}
+           "bus_efficiency": bus_efficiency, "startup": startup, "idle": idle, "uplink_cpu": uplink_cpu}
 
 
 def check_sane(res: ScenarioResult) -> None:
@@ -78,6 +80,8 @@ def test_scenario_smoke(name: str, tmp_path: Path) -> None:
         assert res.params["failures"] == 0
     if name == "startup":
         assert res.figure("first_commit_s").value > res.figure("interpreter_s").value
+    if name == "uplink_cpu":  # every minute packet reached the platform, beside every MQTT message
+        assert res.params["hj212_by_cn"]["2051"] >= SMOKE.uplink_readings // 10 - 1
 
 
 def test_cli_writes_results_and_table(tmp_path: Path) -> None:

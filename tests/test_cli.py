@@ -96,4 +96,6 @@ def test_demo_shows_readings_from_all_three_devices_within_15s() -> None:
     for seconds in re.findall(r"after ([\d.]+)s", firsts.group(1)):
         assert float(seconds) < 15
     assert re.search(r"pm2_5=\d+ µg/m³", r.stdout) and re.search(r"energy_import=[\d.]+ kWh", r.stdout)
+    # the dust monitor reported over HJ 212 beside MQTT
+    assert re.search(r"HJ 212 platform: CN=2011 .*a34002-Rtd=\d+", r.stdout), r.stdout[-2000:]
     assert time.monotonic() - started < 60

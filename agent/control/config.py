@@ -153,9 +153,10 @@ def check_control(cfg: Config, source: Source, profiles: dict[str, Profile], bas
     problems = _check_devices(cfg, source, profiles)
     f = source.file
     for up_id, up in cfg.uplinks.items():
-        if up.command_key_file and not (base / up.command_key_file).is_file():
+        key_file = getattr(up, "command_key_file", None)  # MQTT uplinks only
+        if key_file and not (base / key_file).is_file():
             problems.append(Problem(f, source.line_of(("uplinks", up_id, "command_key_file")),
-                                    f"uplinks.{up_id}.command_key_file", f"file not found: {up.command_key_file}"))
+                                    f"uplinks.{up_id}.command_key_file", f"file not found: {key_file}"))
     for name, sched in cfg.schedules.items():
         problems += _check_schedule(cfg, source, profiles, name, sched)
     return problems

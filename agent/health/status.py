@@ -19,6 +19,7 @@ from buffer.database import connect_readonly
 from buffer.outbox import Outbox
 
 from ..scheduler import DevicePoller
+from ..uplinks.hj212.worker import Hj212UplinkWorker
 from ..uplinks.mqtt import MqttUplinkWorker
 from .activity import DeviceActivity
 from .clock import clock_state
@@ -37,7 +38,7 @@ def _size(path: Path) -> int:
 
 class StatusSource:
     def __init__(self, gateway: str, pollers: Mapping[str, DevicePoller], activity: Mapping[str, DeviceActivity],
-                 uplinks: Mapping[str, MqttUplinkWorker], outbox: Outbox, days: LocalDays) -> None:
+                 uplinks: Mapping[str, MqttUplinkWorker | Hj212UplinkWorker], outbox: Outbox, days: LocalDays) -> None:
         self.gateway = gateway
         self.pollers = pollers
         self.activity = activity
@@ -76,9 +77,17 @@ class StatusSource:
 
     def uplink(self, name: str) -> dict[str, Any]:
         st = self.uplinks[name].stats
-        return {"connected": st.connected, "since": st.connected_since or None, "last_ack": st.last_ack or None,
-                "refused": st.refused, "errors": st.errors, "stalls": st.stalls, "last_error": st.last_error or None,
-                "messages": st.messages, "readings_acked": st.readings_acked}
+
+        def stat(key: str, default: Any = 0) -> Any:  # MQTT and HJ 212 uplinks count different things
+            return getattr(st, key, default)
+
+        out = {"connected": st.connected, "since": stat("connected_since") or None,
+               "last_ack": stat("last_ack") or None, "refused": stat("refused"), "errors": stat("errors"),
+               "stalls": stat("stalls"), "last_error": st.last_error or None,
+               "messages": stat("messages", stat("packets_sent")), "readings_acked": stat("readings_acked")}
+        if hasattr(st, "packets_sent"):  # HJ 212: stored packets the platform has not answered yet
+            out["packets_waiting"] = st.waiting
+        return out
 
     def buffer(self) -> dict[str, Any]:
         path = self.outbox.path

@@ -46,16 +46,25 @@ class Truncated(FrameError):
     status = "truncated"
 
 
+def _eight_steps(value: int) -> int:
+    for _ in range(8):
+        lsb = value & 1
+        value >>= 1
+        if lsb:
+            value ^= 0xA001
+    return value
+
+
+# ``(crc >> 8) ^ byte`` is below 256, so the eight steps after it are a table look-up
+_TABLE = [_eight_steps(i) for i in range(256)]
+
+
 def crc16(data: bytes) -> int:
-    """HJ 212-2017 Appendix A."""
+    """HJ 212-2017 Appendix A: for each byte, ``crc = (crc >> 8) ^ byte``, then eight steps."""
     crc = 0xFFFF
+    table = _TABLE
     for byte in data:
-        crc = (crc >> 8) ^ byte
-        for _ in range(8):
-            lsb = crc & 1
-            crc >>= 1
-            if lsb:
-                crc ^= 0xA001
+        crc = table[(crc >> 8) ^ byte]
     return crc
 
 
