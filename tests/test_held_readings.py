@@ -1,0 +1,52 @@
+"""Readings held while the clock is not known good, seen by the parts that count and judge
+them: completeness counts and alarms (real outbox, real SQLite; fake times)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from agent.health.completeness import day_report
+from agent.health.days import LocalDays
+from buffer.clockfix import ClockFix
+from buffer.completeness import days as count_days
+from buffer.database import connect_readonly
+from buffer.outbox import Outbox
+from drivers.reading import Reading
+from tests.helpers import wait_for
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=SHANGHAI).timestamp() * 1000)
+
+
+def test_readings_held_for_the_clock_count_on_the_day_they_were_really_polled(tmp_path: Path) -> None:
+    days = LocalDays("Asia/Shanghai")
+    outbox = Outbox(tmp_path / "outbox.db", ["city"], day_of=days.day_of)
+    outbox.start()
+    boot_start = ms("2026-11-28T09:00:00")  # the Pi booted at 09:00 without a clock
+    try:
+        for i in range(3):  # polled 10, 20, 30 s after boot, before NTP answered
+            outbox.submit(Reading("dust-1", 10_000 * (i + 1), {"pm2_5": 1}, "ok", clock="boot-a"))
+        assert outbox.sync()
+        outbox.release_held(ClockFix("boot-a", boot_start, boot_start, floor_ms=0))
+        outbox.submit(Reading("dust-1", boot_start + 40_000, {"pm2_5": 1}, "ok"))  # clock good now
+        assert outbox.sync()
+        wait_for(lambda: outbox.counters.clock_releases == 1, 5, "the release")
+        outbox.ack("city", [1, 2, 3, 4])
+        assert outbox.sync()
+    finally:
+        outbox.close()
+    conn = connect_readonly(tmp_path / "outbox.db")
+    try:
+        assert count_days(conn) == ["2026-11-28"]  # nothing counted in 1970
+        report = day_report(conn, days, date(2026, 11, 28), {"dust-1": 10.0}, ["city"], ms("2026-11-28T09:00:45"))
+    finally:
+        conn.close()
+    dust = report["devices"]["dust-1"]
+    # first poll at 09:00:10, now 09:00:45: polls due at :10 :20 :30 :40 — all four received and delivered
+    assert (dust["expected"], dust["received"], dust["valid"]) == (4, 4, 4)
+    assert dust["delivered"] == {"city": 4} and dust["transmission_rate"] == 1.0
