@@ -7,6 +7,9 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from agent.alarms.config import AlarmRule
+from agent.alarms.engine import STATE_KEY, AlarmEngine
+from agent.alarms.store import read_store
 from agent.health.completeness import day_report
 from agent.health.days import LocalDays
 from buffer.clockfix import ClockFix
@@ -50,3 +53,34 @@ def test_readings_held_for_the_clock_count_on_the_day_they_were_really_polled(tm
     # first poll at 09:00:10, now 09:00:45: polls due at :10 :20 :30 :40 — all four received and delivered
     assert (dust["expected"], dust["received"], dust["valid"]) == (4, 4, 4)
     assert dust["delivered"] == {"city": 4} and dust["transmission_rate"] == 1.0
+
+
+def test_alarms_keep_their_for_and_no_data_timing_when_the_clock_becomes_good(tmp_path: Path) -> None:
+    """Boot-clock times while held, UTC after: a ``for: 30s`` alarm is not raised at the change
+    after 10 s, a ``no_data`` alarm is not raised by one failed poll, and a raised alarm's
+    ``since`` is a time of today, not of 1970."""
+    outbox = Outbox(tmp_path / "outbox.db", ["central"])
+    outbox.start()
+    rules = {name: AlarmRule.model_validate({"device": "level-1", "point": "water_level", **fields})
+             for name, fields in {"flood": {"above": 0.3, "for": "30s"}, "silent": {"no_data": "60s"},
+                                  "high": {"above": 1.0}}.items()}
+    engine = AlarmEngine(rules, lambda ev, st: outbox.submit_event(ev, STATE_KEY, st))
+    boot_start = ms("2026-11-28T09:00:00")
+    try:
+        for t in (10_000, 15_000, 20_000):  # high water seen before NTP answered
+            engine.feed(Reading("level-1", t, {"water_level": 1.5}, "ok", clock="boot-a"))
+        assert engine.states["flood"].state == "pending"
+        assert engine.states["high"].state == "raised"
+        engine.feed(Reading("level-1", boot_start + 25_000, {}, "timeout"))  # clock good: one failed poll
+        engine.feed(Reading("level-1", boot_start + 30_000, {"water_level": 1.5}, "ok"))
+        assert outbox.sync()
+        events = [(e["alarm"], e["state"]) for e in read_store(tmp_path / "outbox.db")[1]]
+        assert events == [("high", "raised")]  # high for 20 s of 30, and silent for 5 s of 60
+        active = {a["alarm"]: a["since"] for a in engine.active()}
+        assert active["high"] >= boot_start and active["high"] <= boot_start + 30_000
+        engine.feed(Reading("level-1", boot_start + 45_000, {"water_level": 1.5}, "ok"))
+        assert outbox.sync()
+        events = [(e["alarm"], e["state"]) for e in read_store(tmp_path / "outbox.db")[1]]
+        assert events == [("high", "raised"), ("flood", "raised")]  # 35 s after it first rose
+    finally:
+        outbox.close()
