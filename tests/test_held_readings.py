@@ -3,6 +3,8 @@ them: completeness counts and alarms (real outbox, real SQLite; fake times)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,13 +12,16 @@ from zoneinfo import ZoneInfo
 from agent.alarms.config import AlarmRule
 from agent.alarms.engine import STATE_KEY, AlarmEngine
 from agent.alarms.store import read_store
+from agent.health.activity import DeviceActivity
 from agent.health.completeness import day_report
 from agent.health.days import LocalDays
+from agent.health.status import StatusSource
+from agent.scheduler import DevicePoller
 from buffer.clockfix import ClockFix
 from buffer.completeness import days as count_days
 from buffer.database import connect_readonly
 from buffer.outbox import Outbox
-from drivers.reading import Reading
+from drivers.reading import Polled, Reading
 from tests.helpers import wait_for
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -82,5 +87,32 @@ def test_alarms_keep_their_for_and_no_data_timing_when_the_clock_becomes_good(tm
         assert outbox.sync()
         events = [(e["alarm"], e["state"]) for e in read_store(tmp_path / "outbox.db")[1]]
         assert events == [("high", "raised"), ("flood", "raised")]  # 35 s after it first rose
+    finally:
+        outbox.close()
+
+
+def test_status_shows_the_last_good_poll_and_the_oldest_waiting_reading_as_times_of_now(tmp_path: Path) -> None:
+    """While the clock is not known good, status says the last good poll was just now (not 56
+    years ago) and gives no 1970 age to readings held for the clock."""
+    outbox = Outbox(tmp_path / "outbox.db", ["central"], day_of=LocalDays("Asia/Shanghai").day_of)
+    outbox.start()
+    submitted: list[Reading] = []
+
+    async def read() -> Polled:
+        return Polled({"pm2_5": 35})
+
+    poller = DevicePoller("dust-1", read, 10.0, submitted.append, stamp=lambda: (12_000, "boot-a"))
+    try:
+        reading = asyncio.run(poller.poll_once())
+        assert reading.clock == "boot-a" and reading.ts == 12_000
+        outbox.submit(reading)
+        assert outbox.sync()
+        source = StatusSource("site-test", {"dust-1": poller}, {"dust-1": DeviceActivity()}, {"central": None},  # type: ignore[dict-item]
+                              outbox, LocalDays("Asia/Shanghai"))
+        now_ms = int(time.time() * 1000)
+        device = source.device("dust-1", now_ms)
+        assert 0 <= device["last_ok_age"] < 60
+        waiting = source.stored(now_ms)["waiting"]["central"]
+        assert waiting["waiting"] == 1 and waiting["oldest_waiting"] is None  # held: no time to show yet
     finally:
         outbox.close()
