@@ -1,5 +1,6 @@
 """Readings held while the clock is not known good, seen by the parts that count and judge
-them: completeness counts and alarms (real outbox, real SQLite; fake times)."""
+them: completeness counts, alarms, status and the HJ 212 uplink (real outbox, real SQLite;
+fake times)."""
 
 from __future__ import annotations
 
@@ -115,4 +116,40 @@ def test_status_shows_the_last_good_poll_and_the_oldest_waiting_reading_as_times
         waiting = source.stored(now_ms)["waiting"]["central"]
         assert waiting["waiting"] == 1 and waiting["oldest_waiting"] is None  # held: no time to show yet
     finally:
+        outbox.close()
+
+
+def test_an_hj212_uplink_folds_and_takes_readings_released_after_later_ones(tmp_path: Path) -> None:
+    """Readings held for the clock get their UTC time after later readings were already taken
+    by the HJ 212 uplink: they are still folded into their periods and leave the buffer."""
+    from agent.uplinks.hj212.config import Hj212Uplink
+    from agent.uplinks.hj212.worker import Hj212UplinkWorker
+
+    cfg = Hj212Uplink.model_validate({"type": "hj212", "host": "127.0.0.1", "port": 9, "mn": "010000A8900016F000169DC0",
+                                      "realtime": False, "min_interval": 600, "hourly": False, "daily": False,
+                                      "reconnect_min": 5, "reconnect_max": 5})
+    outbox = Outbox(tmp_path / "outbox.db", ["env"], commit_interval=0.01)
+    outbox.start()
+    worker = Hj212UplinkWorker("env", cfg, outbox, tmp_path, {"dust-1": ["pm10"]}, {"dust-1": 10.0}, SHANGHAI)
+    worker.start()
+    now_ms = int(time.time() * 1000)
+    reader = outbox.reader()
+    try:
+        for t in (5_000, 15_000):  # before NTP answered
+            outbox.submit(Reading("dust-1", t, {"pm10": 60}, "ok", clock="boot-a"))
+        outbox.submit(Reading("dust-1", now_ms, {"pm10": 62}, "ok"))  # the first with a good clock
+        assert outbox.sync()
+        wait_for(lambda: worker.store.folded_seq == 3, 5, "the good reading folded")
+        outbox.release_held(ClockFix("boot-a", now_ms - 20_000, now_ms - 20_000, floor_ms=0))
+        assert outbox.sync()
+
+        def polls() -> int:
+            return int(worker.store.conn.execute("SELECT coalesce(sum(readings), 0) FROM polls").fetchone()[0])
+
+        wait_for(lambda: polls() == 3, 5, "the released readings folded")
+        outbox.sync()
+        wait_for(lambda: reader.fetch(outbox.uplink_bits["env"], 0, None, 10) == [], 5, "the readings taken")
+    finally:
+        reader.close()
+        worker.stop()
         outbox.close()
