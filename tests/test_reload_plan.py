@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 from agent.config import load_config
-from agent.reload import plan_reload
+from agent.reload import plan_reload, restart_only
 from tests.helpers import write_config
 
 
@@ -25,3 +25,28 @@ def test_planning_a_reload_writes_no_serializer_warnings(tmp_path: Path) -> None
         warnings.simplefilter("error")
         plan = plan_reload(old, new)
     assert plan.devices == {"lamp-1"} and plan.new_devices == {"lamp-1"}
+
+
+def site(tmp_path: Path, name: str, report: str = "", extra: str = "") -> Path:
+    dust = "{bus: lan, unit: 1, profile: renke-dust-all-in-one, interval: 10s" + report + "}"
+    return write_config(tmp_path / name, data_dir=tmp_path / "data",
+                        buses={"lan": "{type: tcp, host: 127.0.0.1, port: 1502}"}, devices={"dust-1": dust},
+                        uplinks="  city: {type: mqtt, host: 127.0.0.1, port: 1883, on_change: true}\n"
+                                "  raw: {type: mqtt, host: 127.0.0.1, port: 1884}\n", extra=extra)
+
+
+def test_a_changed_report_setting_rebuilds_the_on_change_uplinks_that_filter_with_it(tmp_path: Path) -> None:
+    old = load_config(site(tmp_path, "a.yaml", ", report: {pm2_5: {deadband: 5}}"))
+    new = load_config(site(tmp_path, "b.yaml", ", report: {pm2_5: {deadband: 20}}"))
+    plan = plan_reload(old, new)
+    assert plan.uplinks == {"city"} and plan.kept_uplinks == {"raw"}
+    assert plan_reload(old, old).uplinks == set()
+
+
+def test_settings_read_only_at_start_are_named_when_a_reload_changes_them(tmp_path: Path) -> None:
+    old = load_config(site(tmp_path, "a.yaml"))
+    new = load_config(site(tmp_path, "b.yaml", extra="health: {interval: 1m}\nclock: {step: 60s}\n"
+                                                      "metrics: {listen: 127.0.0.1:9109}\n"))
+    new.config.gateway.timezone = "Europe/Berlin"
+    assert restart_only(old, new) == ["gateway.timezone", "clock", "health", "metrics"]
+    assert restart_only(old, old) == []
