@@ -168,6 +168,7 @@ async def _reload(agent: Agent) -> bool:
     await _apply_uplinks(agent, new, plan)
     await _apply_devices(agent, new, plan)
     agent.loaded = new
+    agent.status.gateway = new.config.gateway.id  # status and the health payload name the gateway
     set_level(agent.log_level or new.config.logging.level)
     later = restart_only(old, new)
     if later:

@@ -50,3 +50,31 @@ def test_settings_read_only_at_start_are_named_when_a_reload_changes_them(tmp_pa
     new.config.gateway.timezone = "Europe/Berlin"
     assert restart_only(old, new) == ["gateway.timezone", "clock", "health", "metrics"]
     assert restart_only(old, old) == []
+
+
+def test_a_reload_that_renames_the_gateway_shows_the_new_id_in_status_and_health(tmp_path: Path) -> None:
+    import asyncio
+    from datetime import date
+
+    from agent.reload import reload_config
+    from agent.runtime import Agent
+
+    def config(gateway: str) -> Path:
+        return write_config(tmp_path / "config.yaml", gateway=gateway, data_dir=tmp_path / "data",
+                            buses={"lan": "{type: tcp, host: 127.0.0.1, port: 1502}"},
+                            devices={"dust-1": "{bus: lan, unit: 1, profile: renke-dust-all-in-one, enabled: false}"},
+                            uplinks="  {}\n")
+
+    async def main() -> tuple[str, str]:
+        agent = Agent(load_config(config("site-old")))
+        agent.outbox.start()
+        try:
+            config("site-new")
+            assert await reload_config(agent)
+            health = await asyncio.to_thread(agent.health.payload, date(2026, 11, 28), 0)
+            return str((await agent.status.snapshot())["gateway"]), str(health["gateway"])
+        finally:
+            agent.outbox.close()
+            agent.audit.close()
+
+    assert asyncio.run(main()) == ("site-new", "site-new")
