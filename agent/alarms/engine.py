@@ -199,6 +199,10 @@ class AlarmEngine:
             if self.hasten is not None:
                 self.hasten(device, interval)
 
+    def fast_interval(self, device: str) -> float | None:
+        """The interval the device's pending and raised alarms ask for now (None: its own)."""
+        return self._fast.get(device)
+
     # -- what is shown --------------------------------------------------------------------
     def active(self) -> list[dict[str, Any]]:
         """The raised alarms, oldest first."""
