@@ -50,6 +50,22 @@ def store_path(data_dir: Path, uplink: str) -> Path:
     return data_dir / f"hj212-{uplink}.db"
 
 
+def count_stored_unanswered(data_dir: Path, uplink: str) -> int | None:
+    """Stored packets of an HJ 212 uplink the platform has not answered yet, read only (for
+    ``buffer stats``; the daemon may be running). None when the uplink has no store."""
+    path = store_path(data_dir, uplink)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM packets WHERE answered = 0").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
 def rename_store(data_dir: Path, old: str, new: str) -> str:
     """After ``buffer rename-uplink``: the HJ 212 uplink's file follows its new name (daemon
     stopped). Returns what was done, for the technician ("" when there was nothing)."""
