@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-TCP_KINDS = {"tcp": "Modbus TCP", "rtu-over-tcp": "RTU over TCP"}
+TCP_KINDS = ("tcp", "rtu-over-tcp")
 
 
 class UsageError(ValueError):
@@ -25,7 +25,8 @@ class Line:
     """One line to probe or scan: a serial port at one speed and parity, or a host.
 
     ``where`` is the serial device, or HOST[:PORT] as the technician gave it; ``kind`` is
-    the bus type (``serial``, ``tcp``, ``rtu-over-tcp``) as in the config."""
+    the bus type (``serial``, ``tcp``, ``rtu-over-tcp``) as in the config, ``label`` how
+    messages name a network one (e.g. "Modbus TCP")."""
 
     kind: str
     where: str
@@ -33,6 +34,7 @@ class Line:
     parity: str = "N"
     stopbits: int = 1
     timeout: float = 0.5
+    label: str = ""
 
     @property
     def host(self) -> str:
@@ -53,7 +55,7 @@ class Line:
     def describe(self) -> str:
         if self.kind == "serial":
             return f"{self.where} {self.baudrate} 8{self.parity}{self.stopbits}"
-        return f"{self.where} ({TCP_KINDS.get(self.kind, self.kind)})"
+        return f"{self.where} ({self.label or self.kind})"
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class ProtocolTools:
 
     - ``noun``: what it probes, in messages ("DL/T 645 meters"); ``flag``: a shorthand for
       ``--protocol NAME`` (e.g. ``--dlt645``), kept so older command lines work.
-    - ``serial``: the usual baud rate and parity, used when the options give none.
+    - ``serial``: the usual baud rate and parity, used when the options give none;
+      ``line_labels``: how messages name its network bus types ({"tcp": "Modbus TCP"}).
     - ``add_probe_arguments(group)`` adds the options in ``probe_options`` (each with
       default None, so an option given for another protocol is told apart);
       ``probe(args, line)`` reads and prints, and returns the exit status.
@@ -79,6 +82,7 @@ class ProtocolTools:
     probe_examples: str = ""
     probe_notes: str = ""
     flag: str | None = None
+    line_labels: dict[str, str] = field(default_factory=dict)
     add_scan_arguments: Callable[[argparse._ArgumentGroup], None] | None = None
     scan: Callable[[argparse.Namespace, list[Line]], int] | None = None
     scan_examples: str = ""

@@ -44,11 +44,12 @@ def add_protocol_argument(p: argparse.ArgumentParser, choices: list[str]) -> Non
                    help=f"what the device speaks (default {protocols.DEFAULT})")
 
 
-def line_of(args: argparse.Namespace, baudrate: int, parity: str) -> Line:
+def line_of(args: argparse.Namespace, tools: ProtocolTools, baudrate: int, parity: str) -> Line:
     """The line the options name, at this speed and parity when it is serial."""
     if args.port:
         return Line("serial", args.port, baudrate, parity, args.stopbits, args.timeout)
-    return Line("rtu-over-tcp" if args.rtu_over_tcp else "tcp", args.host, timeout=args.timeout)
+    kind = "rtu-over-tcp" if args.rtu_over_tcp else "tcp"
+    return Line(kind, args.host, timeout=args.timeout, label=tools.line_labels.get(kind, kind))
 
 
 def epilog(parts: list[str], tail: str) -> str:
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=epilog(parts, EPILOG_TAIL), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_line_arguments(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    add_protocol_argument(p, sorted(offered))
+    add_protocol_argument(p, list(offered))
     for name, tools in offered.items():
         g = p.add_argument_group(tools.noun)
         if tools.flag:
@@ -82,15 +83,18 @@ def chosen(args: argparse.Namespace) -> ProtocolTools:
                                          for o in other.probe_options):
             how = other.flag or f"--protocol {name}"
             raise UsageError(f"{listed(other.probe_options)} are for {other.noun}: add {how}")
-    if (args.host or args.rtu_over_tcp) and not protocols.get(args.protocol).bus_types & TCP_KINDS.keys():
+    bus_types = protocols.get(args.protocol).bus_types
+    if (args.host or args.rtu_over_tcp) and not bus_types & set(TCP_KINDS):
         raise UsageError(f"{tools.noun} are probed on a serial port: use --port")
+    if args.port and "serial" not in bus_types:
+        raise UsageError(f"{tools.noun} are probed over the network: use --host")
     return tools
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         tools = chosen(args)
-        line = line_of(args, args.baudrate or tools.serial[0], args.parity or tools.serial[1])
+        line = line_of(args, tools, args.baudrate or tools.serial[0], args.parity or tools.serial[1])
         return tools.probe(args, line)
     except UsageError as exc:
         print(f"edge-agent probe: {exc}", file=sys.stderr)

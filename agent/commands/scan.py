@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog=epilog(parts, EPILOG_TAIL), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_line_arguments(p, many=True)
     p.set_defaults(timeout=0.5)
-    add_protocol_argument(p, sorted(offered))
+    add_protocol_argument(p, list(offered))
     p.add_argument("--all-settings", action="store_true", help="try every speed and parity given")
     for tools in offered.values():
         if tools.add_scan_arguments is not None:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("parities are N, E or O")
     except ValueError as exc:
         return usage(exc)
-    lines = [line_of(args, baud, parity) for baud in bauds for parity in parities]
+    lines = [line_of(args, tools, baud, parity) for baud in bauds for parity in parities]
     try:
         return tools.scan(args, lines)
     except UsageError as exc:
