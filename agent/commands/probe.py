@@ -33,8 +33,8 @@ def add_line_arguments(p: argparse.ArgumentParser, many: bool = False) -> None:
                        help="serial speeds to try, e.g. 9600,4800,2400 (default 9600)")
         p.add_argument("--parity", default="N", metavar="P[,P...]", help="parities to try: N, E, O (default N)")
     else:  # defaults depend on the protocol (see line_of)
-        p.add_argument("--baudrate", type=int, help="serial speed (default 9600; 2400 with --dlt645)")
-        p.add_argument("--parity", choices=["N", "E", "O"], help="parity (default N; E with --dlt645)")
+        p.add_argument("--baudrate", type=int, help="serial speed (default: the protocol's, below)")
+        p.add_argument("--parity", choices=["N", "E", "O"], help="parity (default: the protocol's, below)")
     p.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
     p.add_argument("--timeout", type=float, default=0.5, metavar="SECONDS", help="per request (default 0.5)")
 
@@ -65,11 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_protocol_argument(p, list(offered))
     for name, tools in offered.items():
-        g = p.add_argument_group(tools.noun)
+        g = p.add_argument_group(tools.noun, f"--protocol {name}: {tools.serial[0]} 8{tools.serial[1]}1 "
+                                             "unless --baudrate/--parity say otherwise")
         if tools.flag:
             g.add_argument(tools.flag, dest="protocol", action="store_const", const=name,
-                           help=f"same as --protocol {name} "
-                                f"(default {tools.serial[0]} 8{tools.serial[1]}1)")
+                           help=f"same as --protocol {name}")
         tools.add_probe_arguments(g)
     p.set_defaults(func=run)
 
