@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -180,5 +181,6 @@ def test_probe_help_lists_each_protocols_options_and_examples(toy_with_tools: No
         cli_main(["probe", "--help"])
     helped = capsys.readouterr().out
     assert "--protocol {modbus,dlt645,toy}" in helped
-    assert "toy devices:\n  --toy" in helped and "--station STATION" in helped
+    assert "toy devices:\n  --protocol toy: 9600 8N1 unless --baudrate/--parity say otherwise" in helped
+    assert re.search(r"^  --toy +same as --protocol toy$", helped, re.M) and "--station STATION" in helped
     assert "edge-agent probe --toy --host 192.0.2.7:7000 --station 3 --key t" in helped
