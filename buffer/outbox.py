@@ -119,6 +119,7 @@ class Outbox(Recovery):
         self._done_token = 0
         # what the writer holds between queue and disk
         self._held: list[Reading] = []
+        self._readings_due = 0.0  # monotonic time the held readings' group commit is due
         self._acks: dict[int, list[int]] = {}
         self._eacks: dict[int, list[int]] = {}
         self._asides: list[SetAside] = []  # readings an uplink will never deliver
@@ -194,7 +195,7 @@ class Outbox(Recovery):
         change = UplinkChange(list(names))
         if self._thread is None or not self._thread.is_alive():
             self._gather(block=False)
-            self._flush()
+            self._flush(force=True)
             self._apply_uplink_change(change)
         else:
             self._queue.put(change)
@@ -231,7 +232,7 @@ class Outbox(Recovery):
         (the disk refuses commits)."""
         if self._thread is None or not self._thread.is_alive():
             self._gather(block=False)
-            return self._flush()
+            return self._flush(force=True)
         with self._synced:
             self._sync_token += 1
             token = self._sync_token
@@ -245,7 +246,7 @@ class Outbox(Recovery):
             self._thread.join(timeout=10)
         else:
             self._gather(block=False)
-            self._flush()
+            self._flush(force=True)
         if self._held:
             log.error("buffer: closing with %d readings that could not be committed (%s)",
                       len(self._held), self._trouble or "disk trouble")
@@ -269,9 +270,13 @@ class Outbox(Recovery):
         ok = True
         while True:
             try:
-                # idle, the writer sleeps until something is queued; only a refused commit retries on a timer
-                stop = self._gather(block=True, wait=None if ok else retry)
-                ok = self._flush()
+                # idle, the writer sleeps until something is queued (or the held readings' group
+                # commit is due); only a refused commit retries on a timer
+                wait = None if ok else retry
+                if ok and self._held:
+                    wait = max(0.0, self._readings_due - time.monotonic())
+                stop = self._gather(block=True, wait=wait)
+                ok = self._flush(force=stop)
             except Exception:
                 log.exception("buffer writer failed; retrying")
                 stop, ok = self._stop.is_set(), False
@@ -288,8 +293,9 @@ class Outbox(Recovery):
             return self._stop.is_set()
         stop = self._take(first)
         now = time.monotonic()
-        deadline = now + (min(self.commit_interval, ACK_COMMIT) if isinstance(first, ACK_ITEMS)
-                          else self.commit_interval)
+        deadline = self._readings_due if self._held else now + self.commit_interval
+        if isinstance(first, ACK_ITEMS):
+            deadline = min(deadline, now + ACK_COMMIT)
         while not stop and not isinstance(first, SyncPoint):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -324,6 +330,8 @@ class Outbox(Recovery):
             if item.clock is not None and self._clock_fix is not None and item.clock == self._clock_fix.boot_id:
                 fix = self._clock_fix  # stamped before the clock was good, queued after: UTC now
                 item = replace(item, ts=max(item.ts + fix.offset_ms, fix.floor_ms), clock=None)
+            if not self._held:  # the group commit of these readings is due a commit interval from now
+                self._readings_due = time.monotonic() + self.commit_interval
             self._held.append(item)
             return False
         match item:
@@ -350,10 +358,20 @@ class Outbox(Recovery):
                 return True
         return False
 
-    def _flush(self) -> bool:
-        """Commit everything held. True when nothing is left (sync tokens are then done)."""
+    def _readings_due_now(self) -> bool:
+        """Do the held readings go into this commit? Yes once their commit interval has passed,
+        or when something queued after them needs them committed first."""
+        return (not self._held or time.monotonic() >= self._readings_due or len(self._held) >= self._chunk
+                or bool(self._tokens or self._meta or self._asides or self._changes or self._fixes or self._corrupt))
+
+    def _flush(self, force: bool = False) -> bool:
+        """Commit what is due: held readings once their commit interval has passed (every one
+        with ``force``), acknowledgements at once (alone: no fsync). True when nothing due is
+        left (sync tokens are then done)."""
         wrote = False
-        while self._corrupt or self._held or self._acks or self._eacks or self._asides or self._meta:
+        readings = force or self._readings_due_now()
+        while (self._corrupt or (self._held and readings) or self._acks or self._eacks or self._asides
+               or self._meta):
             if self._corrupt:
                 try:
                     self._reset(self._corrupt)
@@ -363,7 +381,7 @@ class Outbox(Recovery):
                 self._corrupt = ""
                 continue
             try:
-                self._commit_step(with_readings=True)
+                self._commit_step(with_readings=readings)
                 wrote = True
             except (sqlite3.Error, OSError) as exc:
                 if self._conn.in_transaction:
