@@ -1,5 +1,5 @@
-"""`buffer stats` beside an HJ 212 uplink: its readings leave the buffer once folded into
-aggregates, so the packets its platform has not answered are shown from its own store."""
+"""`buffer stats` and `drop-uplink` beside an HJ 212 uplink: its readings leave the buffer once
+folded into aggregates; the packets its platform has not answered wait in its own store."""
 
 from __future__ import annotations
 
@@ -46,3 +46,31 @@ uplinks:
     assert not any("HJ 212" in line for line in lines[:env])  # nothing of the kind for the MQTT uplink
     js = json.loads(edge_agent("buffer", "stats", "-c", str(cfg), "--json").stdout)
     assert js["hj212_unanswered"] == {"env": 3}
+
+
+def test_drop_uplink_gives_up_the_hj212_packets_too(tmp_path: Path) -> None:
+    """Without this an uplink of the same name configured later (another platform, maybe)
+    would send the dropped uplink's old packets."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("""gateway: {id: site-cmd, data_dir: data}
+buses:
+  lan: {type: tcp, host: 127.0.0.1, port: 1502}
+devices:
+  dust-1: {bus: lan, unit: 1, profile: renke-dust-all-in-one, interval: 10s}
+uplinks:
+  city: {type: mqtt, host: 127.0.0.1, port: 1883}
+""")
+    data = tmp_path / "data"
+    data.mkdir()
+    Outbox(data / "outbox.db", ["city", "env"]).close()
+    store = Hj212Store(store_path(data, "env"))
+    store.conn.executemany("INSERT INTO packets(cn, start, vals) VALUES (?, ?, ?)",
+                           [("2051", 1_795_000_000 + 600 * i, "{}") for i in range(2)])
+    store.close()
+    out = edge_agent("buffer", "drop-uplink", "-c", str(cfg), "env")
+    assert out.returncode == 0, out.stderr
+    assert "hj212-env.db.dropped (2 packets the platform never answered)" in out.stdout
+    assert not store_path(data, "env").exists() and (data / "hj212-env.db.dropped").exists()
+    again = Hj212Store(store_path(data, "env"))  # an uplink 'env' configured again starts empty
+    assert again.count_unanswered() == 0
+    again.close()
