@@ -145,6 +145,35 @@ def show_hj212(segment: str) -> None:
     print(f"HJ 212 platform: CN={cn}  {shown}", flush=True)
 
 
+def _start_simulator(work: Path, tcp_port: int, procs: list[subprocess.Popen[bytes]]) -> str | None:
+    """Start ``edge-agent simulate`` for the site; the serial line the agent must open, or None."""
+    ready = work / "sim-ready.json"
+    slaves = [f"{line}:{unit}={profile}" for line, unit, profile, _ in SITE.values()]
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "simulate", "--pty-dir", str(work / "pty"),
+         "--tcp", f"127.0.0.1:{tcp_port}", "--ready-file", str(ready), *slaves]))
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        if procs[0].poll() is not None or time.monotonic() > deadline:
+            print("demo: the simulator did not start", file=sys.stderr)
+            return None
+        time.sleep(0.05)
+    return str(json.loads(ready.read_text())["serial"])
+
+
+def _summary(printer: Printer, platform: Hj212Platform) -> int:
+    """What reached the platforms; 0 when every device did."""
+    missing = [d for d in SITE if d not in printer.seen]
+    if missing:
+        print(f"demo: no readings from {', '.join(missing)}", file=sys.stderr)
+        return 1
+    firsts = ", ".join(f"{d} after {printer.first_at[d]:.1f}s" for d in SITE)
+    print(f"demo: readings from all {len(SITE)} devices ({firsts})", flush=True)
+    print(f"demo: the HJ 212 platform received {len(platform.packets('2011'))} real-time and"
+          f" {len(platform.packets('2051'))} minute packets", flush=True)
+    return 0
+
+
 def run_demo(duration: float | None = None, data_dir: str | None = None) -> int:
     """Run until Ctrl-C (or ``duration`` seconds). Exit status 0 if all three devices reported."""
     work = Path(tempfile.mkdtemp(prefix="edge-demo-"))
@@ -166,18 +195,9 @@ def run_demo(duration: float | None = None, data_dir: str | None = None) -> int:
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
         tcp_port = free_port()
-        ready = work / "sim-ready.json"
-        slaves = [f"{line}:{unit}={profile}" for line, unit, profile, _ in SITE.values()]
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "simulate", "--pty-dir", str(work / "pty"),
-             "--tcp", f"127.0.0.1:{tcp_port}", "--ready-file", str(ready), *slaves]))
-        deadline = time.monotonic() + 20
-        while not ready.exists():
-            if procs[0].poll() is not None or time.monotonic() > deadline:
-                print("demo: the simulator did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.05)
-        serial = json.loads(ready.read_text())["serial"]
+        serial = _start_simulator(work, tcp_port, procs)
+        if serial is None:
+            return 1
         cfg = work / "demo.yaml"
         cfg.write_text(demo_config(serial, tcp_port, broker.port, data, platform.port))
         print(f"config: {cfg}", flush=True)
@@ -191,15 +211,7 @@ def run_demo(duration: float | None = None, data_dir: str | None = None) -> int:
                 print("demo: a component exited unexpectedly", file=sys.stderr)
                 return 1
             time.sleep(0.1)
-        missing = [d for d in SITE if d not in printer.seen]
-        if missing:
-            print(f"demo: no readings from {', '.join(missing)}", file=sys.stderr)
-            return 1
-        firsts = ", ".join(f"{d} after {printer.first_at[d]:.1f}s" for d in SITE)
-        print(f"demo: readings from all {len(SITE)} devices ({firsts})", flush=True)
-        print(f"demo: the HJ 212 platform received {len(platform.packets('2011'))} real-time and"
-              f" {len(platform.packets('2051'))} minute packets", flush=True)
-        return 0
+        return _summary(printer, platform)
     finally:
         signal.signal(signal.SIGINT, old)
         signal.signal(signal.SIGTERM, old_term)

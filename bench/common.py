@@ -92,14 +92,16 @@ class Figure:
         return self.value / self.limit
 
 
-def at_most(fig: Figure, bound: float) -> Figure:
-    """Judge ``fig.value <= bound``; the margin says by how much it is met or missed."""
-    fig.target = fig.target or f"≤ {fmt(bound)} {fig.unit}".rstrip()
-    if fig.value is None or not math.isfinite(fig.value):
+def at_most(fig: Figure, bound: float, of_limit: bool = False) -> Figure:
+    """Judge ``fig.value <= bound`` (or ``value/limit <= bound`` when ``of_limit``); the margin
+    says by how much it is met or missed."""
+    value = fig.ratio if of_limit else fig.value
+    fig.target = fig.target or (f"≤ {bound:g}× limit" if of_limit else f"≤ {fmt(bound)} {fig.unit}".rstrip())
+    if value is None or not math.isfinite(value):
         fig.met = None
         return fig
-    fig.met = fig.value <= bound
-    rel = (bound - fig.value) / bound if bound else 0.0
+    fig.met = value <= bound
+    rel = (bound - value) / bound if bound else 0.0
     fig.margin = f"met, {rel:.0%} under" if fig.met else f"MISSED by {-rel:.0%}"
     return fig
 

@@ -48,7 +48,8 @@ from .profiling import profiled
 TITLE = "Poll path: Modbus TCP devices × 40 registers, 1 s interval, edge-agent run"
 GATEWAY = "bench"
 CPU_PER_VALUE_TARGET_US = 25.0
-RSS_TARGET_MB = 40.0
+CPU_PER_VALUE_TARGET_RATIO = 1.8  # of the bare pymodbus client's
+RSS_TARGET_MB = 35.0
 RSS_GROWTH_TARGET_MB = 2.0
 
 
@@ -213,11 +214,14 @@ def run(sizes: Sizes, profile: bool = True, workdir: Path | None = None) -> Scen
                        "rss_series_mb": [[t, round(m, 2)] for t, m in rss_series]})
     us_value = cpu / values * 1e6 if values else None
     us_tx = cpu / transactions * 1e6 if transactions else None
-    at_most(res.add(Figure(
+    per_value = res.add(Figure(
         "cpu_us_per_value", "agent CPU per value", us_value, "µs",
         limit=raw_us_tx * len(plan) / values_per_poll if raw_us_tx else None,
-        limit_label="bare pymodbus client, same requests and schedule (no decode, buffer or MQTT)")),
-        CPU_PER_VALUE_TARGET_US)
+        limit_label="bare pymodbus client, same requests and schedule (no decode, buffer or MQTT)"))
+    if per_value.limit:
+        at_most(per_value, CPU_PER_VALUE_TARGET_RATIO, of_limit=True)
+    else:
+        at_most(per_value, CPU_PER_VALUE_TARGET_US)
     res.add(Figure("cpu_us_per_transaction", "agent CPU per Modbus transaction", us_tx, "µs",
                    limit=raw_us_tx, limit_label="bare pymodbus client, same requests and schedule",
                    note=f"{len(plan)} requests per poll"))

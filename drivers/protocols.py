@@ -22,6 +22,7 @@ from typing import Protocol as Interface
 from .errors import WriteRefused
 from .profile import ProfileBase
 from .reading import Polled, Value
+from .tools import ProtocolTools
 from .yamlsource import did_you_mean
 
 DEFAULT = "modbus"  # a profile without 'protocol:' is a Modbus profile
@@ -84,6 +85,8 @@ class ProtocolSpec:
     - ``describe(profile)``: what ``profiles show`` prints under the header; ``summary(profile)``
       the protocol column of the supported-devices list.
     - ``plan_write(profile, point, value)``: check and encode a write (None: never writes).
+    - ``simulation`` and ``tools``: where its simulated devices and its technician tools
+      (``edge-agent probe`` / ``scan``) are, imported only when asked for.
     """
 
     name: str
@@ -99,6 +102,7 @@ class ProtocolSpec:
     profile_problems: Callable[[Any], list[tuple[str, str, str]]] | None = None
     simulation: str | None = None  # "module:attribute" of its SimulationSpec, imported when asked for
     plan_write: Callable[[Any, str, object], Any] | None = None  # → PlannedWrite
+    tools: str | None = None  # "module:attribute" of its ProtocolTools (drivers/tools.py), if any
 
     @property
     def writes(self) -> bool:
@@ -146,6 +150,21 @@ def simulation(spec: ProtocolSpec) -> Any:
         return None
     module, _, attr = spec.simulation.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def tools(spec: ProtocolSpec) -> ProtocolTools | None:
+    """The protocol's technician tools (``probe``, maybe ``scan``), or None."""
+    if spec.tools is None:
+        return None
+    module, _, attr = spec.tools.partition(":")
+    found: ProtocolTools = getattr(importlib.import_module(module), attr)
+    return found
+
+
+def with_tools() -> dict[str, ProtocolTools]:
+    """Every protocol that offers technician tools, by name, the default protocol first."""
+    found = {name: tools(get(name)) for name in sorted(names(), key=lambda n: (n != DEFAULT, n))}
+    return {name: t for name, t in found.items() if t is not None}
 
 
 def plan_write(profile: ProfileBase, point: str, value: object) -> PlannedWrite:

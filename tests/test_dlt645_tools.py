@@ -103,6 +103,15 @@ def test_probe_reads_the_address_then_decodes_known_identifiers_with_units(meter
     assert meter.requests == 3  # read address, then one read per identifier
 
 
+def test_probe_protocol_dlt645_is_the_same_as_the_dlt645_flag(meter: SimMeter) -> None:
+    with meter_line(meter) as port:
+        r = edge_agent("probe", "--port", port, "--protocol", "dlt645", "--meter", "1", "--di", "02-01-01-00", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["line"] == f"{port} 2400 8E1" and doc["meter"] == "000000000001" and doc["status"] == "ok"
+    assert [(i["di"], i["value"], i["unit"]) for i in doc["items"]] == [("02-01-01-00", 231.5, "V")]
+
+
 def test_probe_shows_every_plausible_bcd_decoding_of_an_unknown_identifier(meter: SimMeter) -> None:
     _, r = probe(meter, "--meter", "1", "--di", "04-00-04-09", "--di", "04-00-04-0a")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -153,6 +162,9 @@ def test_probe_says_why_a_meter_gave_nothing(meter: SimMeter, args: list[str], d
     (["--host", "192.0.2.1", "--dlt645", "--di", "02-01-01-00"], "use --port"),
     (["--port", "/dev/null", "--dlt645", "--di", "02-01-01"], "must be four hex bytes"),
     (["--port", "/dev/null", "--dlt645", "--meter", "1"], "nothing to read: give --di"),
+    (["--port", "/dev/null", "--dlt645", "--unit", "3", "--di", "02-01-01-00"],
+     "--unit, --table, --address and --count are for Modbus devices: add --protocol modbus"),
+    (["--port", "/dev/null", "--protocol", "dlt645", "--rtu-over-tcp", "--di", "02-01-01-00"], "use --port"),
 ])
 def test_probe_rejects_what_it_cannot_do(args: list[str], message: str) -> None:
     r = edge_agent("probe", *args)

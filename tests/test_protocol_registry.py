@@ -8,6 +8,8 @@ real SQLite buffer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.cli import main as cli_main
 from agent.config import load_config
 from agent.localbroker import LocalBroker
 from agent.runtime import run_agent
@@ -70,10 +73,9 @@ class ToyServer:
 
 def test_the_agent_names_no_protocol() -> None:
     """Only registry look-ups, help text and docs: no dispatch on a protocol's name or classes
-    (probe and scan are per-protocol tools, and simulate maps its speed options by name)."""
+    (simulate maps its speed options by name)."""
     out = subprocess.run(["grep", "-rn", "dlt645\\|DLT645\\|modbus", str(AGENT)], capture_output=True, text=True).stdout
-    code = [line for line in out.splitlines()
-            if "/commands/probe.py:" not in line and "/commands/scan.py:" not in line]
+    code = out.splitlines()
     allowed = ("pymodbus", "EPILOG", "help=", "--dlt645", "dlt645-agent", "\"dlt645\" (",
                "speeds = {\"modbus\"", "drivers/modbus/buslock.py", "edge-agent simulate")
     stray = [line for line in code if not any(a in line for a in allowed)]
@@ -138,3 +140,47 @@ def test_check_applies_the_protocols_address_rule_and_bus_types(toy_registered: 
     assert f"{cfg}:7: devices.thermo-1.unit: toy units are 1 to 99" in messages
     assert (f"{cfg}:7: devices.thermo-1.bus: Toy line protocol devices need a bus of type tcp, not serial"
             in messages)
+
+
+@pytest.fixture
+def toy_with_tools() -> Iterator[None]:
+    protocols.register(dataclasses.replace(TOY, tools="tests.toyproto.tools:TOOLS"))
+    yield
+    protocols._loaded.pop("toy", None)
+    protocols.PROTOCOLS.pop("toy", None)
+
+
+def test_a_protocol_offers_probe_through_the_registry_alone(toy_with_tools: None,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    toy = ToyServer().start()
+    where = f"127.0.0.1:{toy.port}"
+    try:
+        status = cli_main(["probe", "--protocol", "toy", "--host", where, "--station", "3", "--key", "t", "--key", "h"])
+        out = capsys.readouterr().out
+        assert status == 0, out
+        assert out.splitlines() == [f"station 3 @ {where} (toy line): t: 231", f"station 3 @ {where} (toy line): h: 48"]
+        assert cli_main(["probe", "--toy", "--host", where, "--station", "3", "--key", "p"]) == 1  # its shorthand
+        assert capsys.readouterr().out == f"station 3 @ {where} (toy line): p: ERR\n"
+    finally:
+        toy.stop()
+    assert toy.requests == ["3 GET t", "3 GET h", "3 GET p"]
+    for args, message in [
+        (["--host", where, "--key", "t"], "--station and --key are for toy devices: add --toy"),
+        (["--toy", "--host", where, "--unit", "3"],
+         "--unit, --table, --address and --count are for Modbus devices: add --protocol modbus"),
+        (["--toy", "--port", "/dev/null", "--key", "t"], "toy devices are probed over the network: use --host"),
+        (["--toy", "--host", where], "nothing to ask: give --key"),
+    ]:
+        assert cli_main(["probe", *args]) == 2
+        assert capsys.readouterr().err == f"edge-agent probe: {message}\n"
+
+
+def test_probe_help_lists_each_protocols_options_and_examples(toy_with_tools: None,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["probe", "--help"])
+    helped = capsys.readouterr().out
+    assert "--protocol {modbus,dlt645,toy}" in helped
+    assert "toy devices:\n  --protocol toy: 9600 8N1 unless --baudrate/--parity say otherwise" in helped
+    assert re.search(r"^  --toy +same as --protocol toy$", helped, re.M) and "--station STATION" in helped
+    assert "edge-agent probe --toy --host 192.0.2.7:7000 --station 3 --key t" in helped

@@ -1,177 +1,61 @@
-"""``edge-agent scan``: which unit ids answer on a bus, and which catalog profiles fit them."""
+"""``edge-agent scan``: which devices answer on a line, and which catalog profiles fit them.
+
+The line and the speeds and parities to try are common; how a line is swept is the
+protocol's tools (``drivers/tools.py``), for the protocols that offer a scan.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
-import time
-from dataclasses import dataclass
 
-from drivers.catalog import catalog, resolve_profile
-from drivers.errors import DriverError, ExceptionResponse, NoResponse
-from drivers.modbus.bus import ModbusBus
-from drivers.modbus.identify import Fit, fitting_profiles
-from drivers.modbus.planner import ReadRequest
-from drivers.modbus.points import ModbusProfile
+from drivers import protocols
+from drivers.tools import ProtocolTools, UsageError
 
-from .probe import add_line_arguments, describe_line, open_bus
+from .probe import add_line_arguments, add_protocol_argument, epilog, line_of
 
-EPILOG = """examples:
-  edge-agent scan --port /dev/ttyUSB0
-  edge-agent scan --port /dev/ttyUSB0 --baudrate 9600,4800,2400 --parity N,E --units 1-32
-  edge-agent scan --host 192.0.2.50:8899 --rtu-over-tcp --units 1-10
-Asks each unit id for holding register 0 (change with --register); any answer, even an
-exception, means a device is there. Speeds and parities are tried in the order given and
-the scan stops at the first setting where something answers (--all-settings goes on).
-Damaged answers (crc_error, garbage) suggest a device at another speed or parity. Then
-every Modbus profile of the catalog is tried on each device found (--no-profiles skips it).
-A silent unit costs --timeout (default 0.5 s, what slow sensors need): 247 units take about
-two minutes per setting; give --timeout 0.2 to sweep faster on a line of quick devices.
-Progress goes to stderr. Exit status 0 when a device answered, 1 when none did."""
-
-NOISE = ("crc_error", "garbage", "short_frame")
+EPILOG_TAIL = """\
+Speeds and parities are tried in the order given and the scan stops at the first setting
+where something answers (--all-settings goes on). Progress goes to stderr. Exit status 0
+when a device answered, 1 when none did."""
 
 
-@dataclass
-class Found:
-    unit: int
-    status: str  # ok, exception_XX, or a noise status
-    detail: str
-
-
-def parse_units(text: str) -> list[int]:
-    units: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        a, b = int(lo), int(hi or lo)
-        if not 0 <= a <= b <= 247:
-            raise ValueError(f"bad unit range '{part}' (units are 0..247)")
-        units += range(a, b + 1)
-    return units
+def scanners() -> dict[str, ProtocolTools]:
+    return {name: t for name, t in protocols.with_tools().items() if t.scan is not None}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    offered = scanners()
+    parts = [t.scan_examples for t in offered.values()] + [t.scan_notes for t in offered.values()]
     p = sub.add_parser("scan", help="find the unit ids that answer on a bus and the profiles that fit them",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=epilog(parts, EPILOG_TAIL), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_line_arguments(p, many=True)
     p.set_defaults(timeout=0.5)
-    p.add_argument("--units", default="1-247", metavar="RANGES", help="e.g. 1-32 or 1,2,10-20 (default 1-247)")
-    p.add_argument("--register", default="holding:0", metavar="TABLE:ADDRESS",
-                   help="what each unit is asked for (default holding:0)")
+    add_protocol_argument(p, list(offered))
     p.add_argument("--all-settings", action="store_true", help="try every speed and parity given")
-    p.add_argument("--no-profiles", action="store_true", help="do not try the catalog's profiles")
+    for tools in offered.values():
+        if tools.add_scan_arguments is not None:
+            tools.add_scan_arguments(p.add_argument_group(tools.noun))
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    tools = scanners()[args.protocol]
+    assert tools.scan is not None
     try:
-        units = parse_units(args.units)
-        table, _, address = args.register.partition(":")
-        probe = ReadRequest(table, int(address or "0", 0), 1, ())
-        _ = probe.function_code
         bauds = [int(b) for b in str(args.baudrate).split(",")] if args.port else [0]
         parities = [p.strip().upper() for p in str(args.parity).split(",")] if args.port else ["N"]
         if any(p not in ("N", "E", "O") for p in parities):
-            raise ValueError("parities are N, E or O")
-    except (ValueError, KeyError) as exc:
-        print(f"edge-agent scan: {exc}", file=sys.stderr)
-        return 2
-    return asyncio.run(scan(args, units, probe, bauds, parities))
+            raise UsageError("parities are N, E or O")
+    except ValueError as exc:
+        return usage(exc)
+    lines = [line_of(args, tools, baud, parity) for baud in bauds for parity in parities]
+    try:
+        return tools.scan(args, lines)
+    except UsageError as exc:
+        return usage(exc)
 
 
-async def scan(args: argparse.Namespace, units: list[int], probe: ReadRequest, bauds: list[int],
-               parities: list[str]) -> int:
-    answered_anywhere = False
-    for baud in bauds:
-        for parity in parities:
-            line = describe_line(args, baud, parity)
-            bus = open_bus(args, baud, parity, retries=0)
-            try:
-                found = await scan_setting(bus, units, probe, line)
-                answering = [f for f in found if f.status not in NOISE]
-                report(line, found)
-                if answering and not args.no_profiles:
-                    await suggest(bus, answering)
-            finally:
-                await bus.close()
-            answered_anywhere |= bool(answering)
-            if answering and not args.all_settings:
-                return 0
-    if not answered_anywhere:
-        print("no unit answered: check the wiring (A/B), power, termination, the speed and parity")
-    return 0 if answered_anywhere else 1
-
-
-async def scan_setting(bus: ModbusBus, units: list[int], probe: ReadRequest, line: str) -> list[Found]:
-    tty = sys.stderr.isatty()
-    print(f"scanning {line}: units {units[0]}..{units[-1]} ({len(units)})", file=sys.stderr, flush=True)
-    found: list[Found] = []
-    t0 = time.monotonic()
-    for i, unit in enumerate(units, start=1):
-        try:
-            words = await bus.read(unit, probe)
-            found.append(Found(unit, "ok", f"{probe.table} {probe.address} = 0x{int(words[0]):04X}"))
-        except ExceptionResponse as exc:
-            found.append(Found(unit, exc.status, f"exception {exc.code} to {probe.table} {probe.address}"))
-        except NoResponse:
-            pass
-        except DriverError as exc:
-            if exc.status == "bus_unavailable":
-                print(f"edge-agent scan: {line}: {exc}", file=sys.stderr)
-                return found
-            found.append(Found(unit, exc.status, str(exc)))
-        if found and found[-1].unit == unit:
-            what = "answers" if found[-1].status not in NOISE else f"sends damaged frames ({found[-1].status})"
-            msg = f"  unit {unit} {what}"
-            print(f"\r{msg:<60}" if tty else msg, file=sys.stderr, flush=True)
-        if tty:
-            print(f"\r  unit {unit} ({i}/{len(units)}), {len(found)} found", end="", file=sys.stderr, flush=True)
-    if tty:
-        print(file=sys.stderr)
-    print(f"scanned {line}: {len(units)} units in {time.monotonic() - t0:.1f} s, "
-          f"{sum(f.status not in NOISE for f in found)} answered", file=sys.stderr, flush=True)
-    return found
-
-
-def report(line: str, found: list[Found]) -> None:
-    answering = [f for f in found if f.status not in NOISE]
-    noise = [f for f in found if f.status in NOISE]
-    if answering:
-        print(f"{line}: units that answer: {', '.join(str(f.unit) for f in answering)}")
-        for f in answering:
-            print(f"  unit {f.unit}: {f.detail}")
-    if noise:
-        print(f"{line}: damaged answers from units {', '.join(str(f.unit) for f in noise)}: "
-              "a device at another speed or parity, or noise on the line")
-
-
-async def suggest(bus: ModbusBus, answering: list[Found]) -> None:
-    profiles = [p for p in (resolve_profile(n) for n in catalog()) if isinstance(p, ModbusProfile)]
-    print("profiles that fit (every request of the profile answered and decoded):")
-    for f in answering:
-        fits = await fitting_profiles(bus, f.unit, profiles)
-        if not fits:
-            print(f"  unit {f.unit}: none in the catalog; 'edge-agent probe' shows its raw registers")
-            continue
-        best, rest = fits[0], fits[1:]
-        print(f"  unit {f.unit}: {best.profile.name}  ({describe_fit(best)})")
-        print(f"      {sample(best)}")
-        if rest:
-            print(f"      also answers: {', '.join(x.profile.name for x in rest)}")
-
-
-def describe_fit(fit: Fit) -> str:
-    return f"{fit.requests} request{'s' if fit.requests > 1 else ''}, {fit.registers} registers"
-
-
-def sample(fit: Fit, limit: int = 6) -> str:
-    items = []
-    for name, value in list(fit.values.items())[:limit]:
-        unit = fit.profile.unit_of(name)
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        items.append(f"{name}={shown}{(' ' + unit) if unit and unit != 'bool' else ''}")
-    more = len(fit.values) - limit
-    return ", ".join(items) + (f", ... ({more} more)" if more > 0 else "")
+def usage(problem: Exception) -> int:
+    print(f"edge-agent scan: {problem}", file=sys.stderr)
+    return 2

@@ -43,5 +43,5 @@ DLT645 = ProtocolSpec(
     name="dlt645", title="DL/T 645", profile_model=DLT645Profile, address_key="address",
     bus_types=frozenset({"serial"}), check_address=check_address, open_bus=open_bus,
     build_device=build_device, describe=describe, summary=summary,
-    simulation="drivers.dlt645.simulation:SIMULATION",
+    simulation="drivers.dlt645.simulation:SIMULATION", tools="drivers.dlt645.probe:TOOLS",
 )

@@ -77,5 +77,5 @@ MODBUS = ProtocolSpec(
     bus_types=frozenset({"serial", "tcp", "rtu-over-tcp"}), check_address=check_unit, open_bus=open_bus,
     build_device=build_device, describe=describe, summary=summary,
     simulation="drivers.modbus.simulation:SIMULATION", profile_problems=profile_problems,
-    plan_write=plan_write,
+    plan_write=plan_write, tools="drivers.modbus.tools:TOOLS",
 )
