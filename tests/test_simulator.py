@@ -166,6 +166,35 @@ def test_rtu_over_tcp_speaks_rtu_frames_on_the_socket() -> None:
     assert data[:3] == bytes([3, 3, 14]) and len(data) == 19 and crc_ok(data)
 
 
+def mbap_read(tid: int, unit: int, address: int, count: int) -> bytes:
+    """A Modbus TCP request: read ``count`` holding registers at ``address``."""
+    return tid.to_bytes(2, "big") + bytes([0, 0, 0, 6, unit, 3]) + address.to_bytes(2, "big") + count.to_bytes(2, "big")
+
+
+@pytest.mark.parametrize("one_packet", [False, True], ids=["two-packets", "one-packet"])
+def test_a_late_answer_goes_out_under_its_own_request(one_packet: bool) -> None:
+    """Unit 1 answers late; unit 2's request comes meanwhile (in its own TCP packet, or in
+    the same one: both are answered). Each answer carries its own request's transaction id
+    and unit id (the late one must not take the next request's, which a master would read
+    as unit 2's value)."""
+    with SimRunner([SimSlave(unit=1, profile=ten_registers(), fault="slow", slow_seconds=0.4),
+                    SimSlave(unit=2, profile=ten_registers())], "tcp") as sim, \
+            socket.create_connection(("127.0.0.1", sim.tcp_port), timeout=3) as s:
+        if one_packet:
+            s.sendall(mbap_read(7, 1, 0, 2) + mbap_read(8, 2, 0, 3))
+        else:
+            s.sendall(mbap_read(7, 1, 0, 2))
+            time.sleep(0.1)
+            s.sendall(mbap_read(8, 2, 0, 3))
+        data = b""
+        while len(data) < (9 + 6) + (9 + 4):
+            data += s.recv(256)
+    first, second = data[:15], data[15:]  # unit 2's answer (3 registers) comes first, unit 1's late
+    assert (int.from_bytes(first[:2], "big"), first[6], first[8]) == (8, 2, 6)
+    assert (int.from_bytes(second[:2], "big"), second[6], second[8]) == (7, 1, 4)
+    assert sim.slave(1).injected == {"slow": 1} and sim.slave(2).requests == 1
+
+
 async def timed_reads_on(sim: SimRunner, unit: int, n: int) -> list[float]:
     bus = serial_bus(sim)
     try:

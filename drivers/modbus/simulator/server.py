@@ -40,7 +40,7 @@ from ...simulator.values import PointSimulator
 from ..datatypes import BIT_TABLES, PointDecoder, encode
 from ..points import ModbusProfile as Profile
 from ..wire import rtu_gap_seconds
-from .handler import Pending, SimSerialServer, SimTcpServer, pending_fault
+from .pymodbus_adapter import SimSerialServer, SimTcpServer, TracePacket
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +215,12 @@ class SimSlave:
 class SimContext:
     """The datastore pymodbus asks: routes each request to a slave and applies faults.
 
+    Each request's fault is drawn where the request is handled (``async_getValues`` /
+    ``async_setValues``); a fault that damages the answer frame is kept for that slave
+    until its answer passes :meth:`answer_tracer` (the servers' ``trace_packet`` hook).
+    A slave answers one request at a time (:meth:`busy`), so the fault kept is always its
+    current answer's.
+
     ``baudrate``: emulate the wire time of each transaction at that speed (None: answer at
     once); the request, the slave's turnaround gap and the answer are waited out before the
     answer is written, so on a pty a transaction takes as long as on a real line.
@@ -226,6 +232,7 @@ class SimContext:
         self.bits_per_char = bits_per_char
         self._warned: set[str] = set()
         self._busy: dict[int, asyncio.Lock] = {}
+        self._frame_fault: dict[int, Fault] = {}  # by unit: the fault its answer being prepared carries
 
     def busy(self, unit: int) -> asyncio.Lock:
         """Held while a slave prepares and sends an answer."""
@@ -251,18 +258,20 @@ class SimContext:
         if slave is None:
             raise NoSuchIdException(f"no unit {device_id}")
         slave.requests += 1
+        fault: Fault = "none"
         if func_code not in (5, 6):  # the answer to a write: its fault was drawn for the write
             fault = self._fault(slave)
             if fault == "exception":
                 return ExcCodes(slave.exception_code)
         table = FC_TABLE.get(func_code)
-        if table is None:
-            return ExcCodes.ILLEGAL_FUNCTION
-        # FC05/06 answer with what the write left there: not a read of its own
-        words = slave.read(table, address, count, time.time(), log=func_code not in (5, 6))
-        if words is None:
-            return ExcCodes.ILLEGAL_ADDRESS
-        return words
+        answer: list[int] | list[bool] | ExcCodes = ExcCodes.ILLEGAL_FUNCTION
+        if table is not None:
+            # FC05/06 answer with what the write left there: not a read of its own
+            words = slave.read(table, address, count, time.time(), log=func_code not in (5, 6))
+            answer = ExcCodes.ILLEGAL_ADDRESS if words is None else words
+        if fault == "slow":  # the values are taken now, the answer comes late
+            await asyncio.sleep(slave.slow_seconds)
+        return answer
 
     def _fault(self, slave: SimSlave) -> Fault:
         """Draw the fault for one request (raises NoSuchIdException for a dead slave: no answer)."""
@@ -271,9 +280,7 @@ class SimContext:
             slave.injected[fault] = slave.injected.get(fault, 0) + 1
         if fault == "dead":
             raise NoSuchIdException(f"unit {slave.unit} is dead")
-        pending = pending_fault()
-        if pending is not None:
-            pending.fault, pending.unit = fault, slave.unit
+        self._frame_fault[slave.unit] = fault
         return fault
 
     async def async_setValues(self, device_id: int, func_code: int, address: int,
@@ -282,18 +289,30 @@ class SimContext:
         if slave is None:
             raise NoSuchIdException(f"no unit {device_id}")
         slave.requests += 1
-        if self._fault(slave) == "exception":
+        fault = self._fault(slave)
+        if fault == "exception":
             return ExcCodes(slave.exception_code)
         table = FC_TABLE.get(func_code)
-        if table not in ("coil", "holding"):
-            return ExcCodes.ILLEGAL_FUNCTION
-        if not slave.write(table, address, values):
-            return ExcCodes.ILLEGAL_ADDRESS
-        return None
+        answer: ExcCodes | None = ExcCodes.ILLEGAL_FUNCTION
+        if table in ("coil", "holding"):
+            answer = None if slave.write(table, address, values) else ExcCodes.ILLEGAL_ADDRESS
+        if fault == "slow":
+            await asyncio.sleep(slave.slow_seconds)
+        return answer
 
-    def damage(self, frame: bytes, pending: Pending, rtu: bool) -> bytes:
-        """The frame as the faulty slave puts it on the line."""
-        fault = pending.fault
+    def answer_tracer(self, rtu: bool) -> TracePacket:
+        """The servers' ``trace_packet`` hook: puts each answer on the line as its slave's fault has it."""
+
+        def trace_packet(sending: bool, packet: bytes) -> bytes:
+            if not sending or len(packet) < (2 if rtu else 8):
+                return packet
+            unit = packet[0] if rtu else packet[6]  # RTU: address first; Modbus TCP: after the MBAP header
+            return self.damage(packet, self._frame_fault.pop(unit, "none"), unit, rtu)
+
+        return trace_packet
+
+    def damage(self, frame: bytes, fault: Fault, unit: int, rtu: bool) -> bytes:
+        """The frame as the faulty slave ``unit`` puts it on the line."""
         if fault not in FRAME_FAULTS:
             return frame
         if not rtu:
@@ -306,14 +325,15 @@ class SimContext:
         if fault == "short":
             return frame[: max(2, len(frame) // 2)]
         rng = random.Random()
-        first = rng.choice([b for b in range(256) if b != pending.unit])
+        first = rng.choice([b for b in range(256) if b != unit])
         return bytes([first]) + rng.randbytes(max(2, len(frame) - 1))
 
 
 async def start_serial_server(port: str, context: SimContext, *, baudrate: int = 9600,
                               parity: str = "N", stopbits: int = 1) -> SimSerialServer:
     """Serve ``context`` as RTU slaves on a serial port (one end of a pty pair)."""
-    server = SimSerialServer(context, port=port, baudrate=baudrate, parity=parity, stopbits=stopbits)
+    server = SimSerialServer(context, port=port, baudrate=baudrate, parity=parity, stopbits=stopbits,
+                             trace_packet=context.answer_tracer(rtu=True))
     await server.serve_forever(background=True)
     return server
 
@@ -321,6 +341,7 @@ async def start_serial_server(port: str, context: SimContext, *, baudrate: int =
 async def start_tcp_server(host: str, port: int, context: SimContext, *, rtu: bool = False) -> SimTcpServer:
     """Serve ``context`` as Modbus TCP on host:port, or with ``rtu`` as RTU frames over TCP
     (what a serial-to-Ethernet converter in transparent mode passes on)."""
-    server = SimTcpServer(context, address=(host, port), framer=FramerType.RTU if rtu else FramerType.SOCKET)
+    server = SimTcpServer(context, address=(host, port), framer=FramerType.RTU if rtu else FramerType.SOCKET,
+                          trace_packet=context.answer_tracer(rtu))
     await server.serve_forever(background=True)
     return server
