@@ -19,7 +19,8 @@ EPILOG_DROP = """examples:
   edge-agent buffer drop-uplink -c /etc/edge-agent/config.yaml old-platform
 Run it when an uplink was removed from the config for good: its undelivered readings are
 recorded as evicted (listed by 'buffer stats'; announced with the usual 'evicted' status
-event if an uplink of that name is configured again). Stop the daemon first."""
+event if an uplink of that name is configured again). An HJ 212 uplink's stored packets
+are given up too (its file set aside as hj212-NAME.db.dropped). Stop the daemon first."""
 
 
 def _open(args: argparse.Namespace) -> tuple[sqlite3.Connection, DataDirLock] | None:
@@ -79,17 +80,23 @@ def cmd_drop(args: argparse.Namespace) -> int:
     if opened is None:
         return 1
     conn, lock = opened
+    from .uplinks.hj212.store import drop_store
+
     try:
         count, ranges = drop_uplink(conn, args.name)
+        hj212 = drop_store(lock.data_dir, args.name)
     except UplinkStateError as exc:
         print(f"edge-agent buffer drop-uplink: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.Error) as exc:
+        print(f"edge-agent buffer drop-uplink: the HJ 212 store of '{args.name}': {exc}", file=sys.stderr)
         return 1
     finally:
         conn.close()
         lock.release()
     spans = ", ".join(f"{a}..{b}" for a, b, _ in ranges[:10]) + (" ..." if len(ranges) > 10 else "")
     print(f"uplink '{args.name}' dropped; {count} undelivered readings recorded as evicted"
-          + (f" (seq {spans})" if ranges else ""))
+          + (f" (seq {spans})" if ranges else "") + (f"; {hj212}" if hj212 else ""))
     return 0
 
 

@@ -12,8 +12,9 @@ what changed is rebuilt:
   the new birth and device metadata on it; an uplink removed while readings wait for it is
   refused, as at start (nothing in the buffer is lost: it is the same buffer throughout).
 
-``gateway.data_dir``, ``buffer``, ``alarms``, ``schedules`` and devices' ``control``
-settings take effect at the next start (logged as such).
+``gateway.data_dir``, ``gateway.timezone``, ``buffer``, ``clock``, ``health``, ``metrics``,
+``alarms``, ``schedules`` and devices' ``control`` settings take effect at the next start
+(logged as such).
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def _device_key(loaded: LoadedConfig, dev_id: str) -> object:
     return loaded.config.devices[dev_id].model_dump(mode="json"), loaded.profiles[dev_id].model_dump(mode="json")
 
 
+def _reports(loaded: LoadedConfig) -> dict[str, object]:
+    """Each device's report-by-exception settings (an on_change uplink's filter holds them)."""
+    return {d: dev.model_dump(mode="json")["report"] for d, dev in loaded.config.devices.items() if dev.report}
+
+
 def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
     plan = ReloadPlan()
     ob, nb = old.config.buses, new.config.buses
@@ -90,7 +96,8 @@ def plan_reload(old: LoadedConfig, new: LoadedConfig) -> ReloadPlan:
     gateway_changed = old.config.gateway.id != new.config.gateway.id
     plan.uplinks = {u for u in ou if u not in nu or gateway_changed
                     or ou[u].model_dump(mode="json") != nu[u].model_dump(mode="json")
-                    or (ou[u].type == "hj212" and plan.devices)}  # its aggregates know each device
+                    or (ou[u].type == "hj212" and plan.devices)  # its aggregates know each device
+                    or (getattr(nu[u], "on_change", False) and _reports(old) != _reports(new))}  # its filter
     plan.new_uplinks = {u for u in nu if u not in ou or u in plan.uplinks}
     plan.kept_uplinks = set(nu) - plan.new_uplinks
     return plan
@@ -101,8 +108,12 @@ def restart_only(old: LoadedConfig, new: LoadedConfig) -> list[str]:
     out = []
     if old.data_dir != new.data_dir:
         out.append(f"gateway.data_dir (stays {old.data_dir} until the next start)")
+    if old.config.gateway.timezone != new.config.gateway.timezone:
+        out.append("gateway.timezone")  # local days of the buffer's counts, health and status
     if old.config.buffer != new.config.buffer:
         out.append("buffer")
+    out += [key for key in ("clock", "health", "metrics")
+            if getattr(old.config, key) != getattr(new.config, key)]
     # writes and alarms are set up once, at start (agent/control, agent/alarms)
     if old.config.alarms != new.config.alarms:
         out.append("alarms")
@@ -157,6 +168,7 @@ async def _reload(agent: Agent) -> bool:
     await _apply_uplinks(agent, new, plan)
     await _apply_devices(agent, new, plan)
     agent.loaded = new
+    agent.status.gateway = new.config.gateway.id  # status and the health payload name the gateway
     set_level(agent.log_level or new.config.logging.level)
     later = restart_only(old, new)
     if later:

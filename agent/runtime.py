@@ -75,10 +75,10 @@ class Agent:
             saved = saved_state(reader.conn)
         finally:
             reader.close()
+        self.pollers: dict[str, DevicePoller] = {}  # before the alarms: restored ones may ask for fast polls
         self.alarms = AlarmEngine(cfg.alarms, self._alarm_event, self._hasten, saved)
         self.alarms_published = bool(cfg.alarms or saved)  # else the retained set is never touched
         self.audit = AuditLog(data_dir / DB_NAME)
-        self.pollers: dict[str, DevicePoller] = {}
         self.activity: dict[str, DeviceActivity] = {}  # polls and errors in the last hour, per device
         self.poll_tasks: dict[str, asyncio.Task[None]] = {}
         for dev_id in self.devices:
@@ -134,6 +134,7 @@ class Agent:
     def add_poller(self, dev_id: str) -> DevicePoller:
         poller = DevicePoller(dev_id, self.devices[dev_id].read, self.loaded.config.devices[dev_id].interval,
                               self.submit, stamp=self.clock.stamp)
+        poller.hasten(self.alarms.fast_interval(dev_id))  # an alarm raised before a restart or reload
         self.pollers[dev_id] = poller
         self.activity.setdefault(dev_id, DeviceActivity())
         return poller

@@ -37,6 +37,12 @@ def _utc_now() -> tuple[int, str | None]:
     return int(time.time() * 1000), None
 
 
+def _shown(ts: int, clock: str | None) -> int:
+    """The time status shows for a poll: its stamp, or the system time for a boot-clock stamp
+    (held for a good clock), so that its age against the system time is right."""
+    return ts if clock is None else int(time.time() * 1000)
+
+
 class DevicePoller:
     def __init__(self, device_id: str, read: Callable[[], Awaitable[Polled]],
                  interval: float, submit: Callable[[Reading], None],
@@ -84,15 +90,16 @@ class DevicePoller:
             log.debug("device %s: poll failed in %.0f ms: %s (%s)", self.device_id,
                       (time.perf_counter() - began) * 1000, exc.status, exc)
             self._failed(exc, now)
-            self.last_error = (ts, exc.status, str(exc))
+            self.last_error = (_shown(ts, clock), exc.status, str(exc))
             return Reading(self.device_id, ts, {}, exc.status, clock=clock)
         log.debug("device %s: poll %s in %.0f ms, %d values", self.device_id, polled.status,
                   (time.perf_counter() - began) * 1000, len(polled.values))
         self._succeeded()
         self._note_bad_points(polled.errors)
-        self.last_good_ms = ts
+        self.last_good_ms = _shown(ts, clock)
         if polled.errors:
-            self.last_error = (ts, "partial", ", ".join(f"{k}: {v}" for k, v in sorted(polled.errors.items())))
+            bad = ", ".join(f"{k}: {v}" for k, v in sorted(polled.errors.items()))
+            self.last_error = (_shown(ts, clock), "partial", bad)
         return Reading(self.device_id, ts, polled.values, polled.status, polled.errors, polled.flags, clock)
 
     def _note_bad_points(self, errors: dict[str, str]) -> None:

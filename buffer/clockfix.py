@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from drivers.reading import Reading
 
+from .completeness import POLLED, DayOf, add_counts
+
 log = logging.getLogger("buffer.outbox")
 
 HELD_PREFIX = "held:"
@@ -52,26 +54,37 @@ def held_count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT count(*) FROM readings WHERE ts < 0").fetchone()[0])
 
 
-def release_held(conn: sqlite3.Connection, fix: ClockFix) -> tuple[int, int]:
-    """Give every held reading its UTC time. Returns (of this boot, of earlier boots)."""
+def release_held(conn: sqlite3.Connection, fix: ClockFix, day_of: DayOf | None = None) -> tuple[int, int]:
+    """Give every held reading its UTC time. Returns (of this boot, of earlier boots).
+    With ``day_of``, the released readings are counted as polled on their local day now
+    (held, they had no day: their boot-clock stamp would have counted them in 1970)."""
     this_boot = earlier = boots = 0
+    released: list[tuple[str, int, str]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
         held = conn.execute("SELECT key, value FROM meta WHERE key LIKE ?", (HELD_PREFIX + "%",)).fetchall()
         for key, span in held:
             lo, hi = (int(x) for x in span.split(","))
             if key == HELD_PREFIX + fix.boot_id:  # boot ms = -ts - 1
-                this_boot += conn.execute("UPDATE readings SET ts = max(-ts - 1 + ?, ?) WHERE seq BETWEEN ? AND ?"
-                                          " AND ts < 0", (fix.offset_ms, fix.floor_ms, lo, hi)).rowcount
+                rows = conn.execute("UPDATE readings SET ts = max(-ts - 1 + ?, ?) WHERE seq BETWEEN ? AND ?"
+                                    " AND ts < 0 RETURNING device, ts, status",
+                                    (fix.offset_ms, fix.floor_ms, lo, hi)).fetchall()
+                this_boot += len(rows)
+                released += rows
             else:  # a boot that never had a good clock: its readings end just before this boot began
                 last = conn.execute("SELECT max(-ts - 1) FROM readings WHERE seq BETWEEN ? AND ? AND ts < 0",
                                     (lo, hi)).fetchone()[0]
                 if last is not None:
-                    earlier += conn.execute(
+                    rows = conn.execute(
                         "UPDATE readings SET ts = max(? - (? - (-ts - 1)) - 1, ?) WHERE seq BETWEEN ? AND ?"
-                        " AND ts < 0", (fix.boot_start_ms, last, fix.floor_ms, lo, hi)).rowcount
+                        " AND ts < 0 RETURNING device, ts, status",
+                        (fix.boot_start_ms, last, fix.floor_ms, lo, hi)).fetchall()
+                    earlier += len(rows)
+                    released += rows
                     boots += 1
             conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        if day_of is not None:
+            add_counts(conn, POLLED, released, day_of)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -217,7 +217,7 @@ class Outbox(Recovery):
         """After the readings queued before them are committed: apply clock fixes. False on disk trouble."""
         while self._fixes:
             try:
-                release_held(self._conn, self._fixes[0])
+                release_held(self._conn, self._fixes[0], self.day_of)
             except (sqlite3.Error, OSError) as exc:
                 self._note_trouble(exc)
                 return False
@@ -441,7 +441,8 @@ class Outbox(Recovery):
         if meta:
             c.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", list(meta.items()))
         if batch and self.day_of is not None:
-            add_counts(c, POLLED, ((r.device, r.ts, r.status) for r in batch), self.day_of)
+            # a held reading has no UTC time yet: it is counted when the clock fix gives it one
+            add_counts(c, POLLED, ((r.device, r.ts, r.status) for r in batch if r.clock is None), self.day_of)
         for bit, seqs in self._acks.items():
             self._apply_acks(bit, seqs)
         for bit, ids in self._eacks.items():

@@ -44,7 +44,7 @@ class SimSpec(Strict):
     rate: float = 1.0
     period: float = 3600.0
     role: Literal["rainfall", "level"] = "level"
-    value: float | bool | str = 0
+    value: float | bool | str = 0.0  # a float, as validated: an int default warns when dumped
     # a load behind a relay and a dimmer: ~0 while the bool point ``switched_by`` is off,
     # scaled by the 0-100 % point ``dimmed_by`` otherwise (the simulator follows writes to them)
     switched_by: str | None = None

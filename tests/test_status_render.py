@@ -97,3 +97,13 @@ def test_the_status_text_fits_80_columns_and_prints_sections_others_add() -> Non
     assert any(line.startswith("dust-1") and "99.97%" in line and "city-ops=5244" in line for line in lines)
     assert "LAMPS  3 on" in lines  # a registered renderer
     assert "MODEM" in lines and '  rssi: -71' in lines  # no renderer: one JSON line per entry
+
+
+def test_an_hj212_uplink_shows_the_packets_its_platform_has_not_answered() -> None:
+    st = status()
+    st["uplinks"]["env"] = {"connected": False, "since": None, "waiting": 0, "oldest_waiting": None,
+                            "last_ack": None, "refused": 0, "last_error": None, "packets_waiting": 37}
+    lines = status_text(st).splitlines()
+    env = next(i for i, line in enumerate(lines) if line.startswith("env "))
+    assert lines[env].split()[:3] == ["env", "DOWN", "0"]  # nothing waits in the buffer for it...
+    assert lines[env + 1] == "    37 HJ 212 packets stored, not yet answered by the platform"  # ...but these do

@@ -45,6 +45,35 @@ class RuleState:
     threshold: float | None = None
     last_good: int = 0  # ms of the last valid value (no_data)
     history: deque[tuple[int, float]] = field(default_factory=deque)  # (ts, value) within a rise window
+    clock: str | None = None  # the time base of last_good and history: None (UTC) or a boot id
+    since_clock: str | None = None  # the time base of since
+
+
+def rebase(st: RuleState, clock: str | None, ts: int, latest: Mapping[str | None, int]) -> None:
+    """Move a rule's times onto the time base of a reading stamped ``ts`` on ``clock``.
+
+    While the clock is not known good readings carry boot-clock times (agent/clock.py); when
+    it becomes good (or jumps) the next reading is on another base. Times of the old base are
+    shifted so that its latest reading falls on ``ts``: ``for:``, ``no_data`` and ``rise``
+    keep counting across the change (losing at most one poll interval) instead of comparing
+    a boot-clock ms with a UTC ms, and a raised alarm's ``since`` is not shown in 1970."""
+    if st.clock != clock:
+        prev = latest.get(st.clock)
+        if prev is None:  # nothing seen on that base yet: start the timers afresh
+            st.last_good = 0
+            st.history.clear()
+        else:
+            delta = ts - prev
+            st.last_good = st.last_good + delta if st.last_good else 0
+            st.history = deque((t + delta, v) for t, v in st.history)
+        st.clock = clock
+    if st.since_clock != clock and st.state != "ok":
+        prev = latest.get(st.since_clock)
+        if prev is not None:
+            st.since, st.since_clock = st.since + ts - prev, clock
+        elif st.state == "pending":
+            st.since, st.since_clock = ts, clock
+        # a raised alarm restored from the buffer keeps its UTC since until UTC readings come
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +127,7 @@ class AlarmEngine:
         self.rules = dict(rules)
         self.emit = emit
         self._clock: str | None = None
+        self._latest: dict[str | None, int] = {}  # the latest reading's ts on each time base
         self.hasten = hasten
         self.states = {name: RuleState() for name in self.rules}
         self.by_device: dict[str, list[str]] = {}
@@ -122,14 +152,16 @@ class AlarmEngine:
         self._clock = reading.clock  # an event is stamped like the reading that caused it (agent/clock.py)
         for name in names:
             rule, st = self.rules[name], self.states[name]
+            rebase(st, reading.clock, reading.ts, self._latest)
             verdict = evaluate(rule, st, reading)
             if verdict is not None:
                 self._step(name, rule, st, verdict, reading.ts)
+        self._latest[reading.clock] = reading.ts
         self._update_interval(reading.device)
 
     def _step(self, name: str, rule: AlarmRule, st: RuleState, verdict: Verdict, ts: int) -> None:
         if st.state == "ok" and verdict.raise_:
-            st.state, st.since = "pending", ts
+            st.state, st.since, st.since_clock = "pending", ts, self._clock
             log.info("alarm %s: pending (%s = %s)", name, rule.point, verdict.value)
         if st.state == "pending":
             if verdict.clear and not verdict.raise_:
@@ -137,9 +169,11 @@ class AlarmEngine:
                 log.info("alarm %s: no longer pending (%s = %s)", name, rule.point, verdict.value)
             elif ts - st.since >= rule.for_ * 1000:
                 st.state, st.since, st.value, st.threshold = "raised", ts, verdict.value, verdict.threshold
+                st.since_clock = self._clock
                 self._event(name, rule, "raised", verdict, ts)
         elif st.state == "raised" and verdict.clear and not verdict.raise_:
             st.state, st.since, st.value, st.threshold = "ok", ts, verdict.value, verdict.threshold
+            st.since_clock = self._clock
             self._event(name, rule, "cleared", verdict, ts)
 
     def _event(self, name: str, rule: AlarmRule, state: str, verdict: Verdict, ts: int) -> None:
@@ -164,6 +198,10 @@ class AlarmEngine:
             self._fast[device] = interval
             if self.hasten is not None:
                 self.hasten(device, interval)
+
+    def fast_interval(self, device: str) -> float | None:
+        """The interval the device's pending and raised alarms ask for now (None: its own)."""
+        return self._fast.get(device)
 
     # -- what is shown --------------------------------------------------------------------
     def active(self) -> list[dict[str, Any]]:

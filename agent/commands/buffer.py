@@ -88,7 +88,8 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def render_stats(st: BufferStats, max_bytes: int | None, configured: list[str], now_ms: int) -> str:
+def render_stats(st: BufferStats, max_bytes: int | None, configured: list[str], now_ms: int,
+                 hj212_unanswered: dict[str, int] | None = None) -> str:
     out = [f"buffer {st.path}", f"  schema version {st.schema_version}"
            + ("" if st.schema_version == st.schema_latest else f" (this edge-agent migrates to {st.schema_latest})")]
     used = f"  size: {human_bytes(st.used_bytes)} used"
@@ -112,6 +113,9 @@ def render_stats(st: BufferStats, max_bytes: int | None, configured: list[str], 
             oldest = f"seq {u.oldest_seq} at {iso_ms(u.oldest_ts)} ({human_age((now_ms - u.oldest_ts) / 1000)} ago)"
         note = "" if not configured or u.name in configured else "  [not in the config]"
         out.append(f"  {u.name:<{width}}  {u.pending:>9}  {oldest}{note}")
+        packets = (hj212_unanswered or {}).get(u.name)
+        if packets:  # HJ 212: readings leave the buffer once folded; the packets wait in the uplink's store
+            out.append(f"  {'':<{width}}  {packets:>9}  HJ 212 packets stored, not yet answered by the platform")
     for name in configured:
         if name not in names:
             out.append(f"  {name:<{width}}  {'-':>9}  (not yet registered: the daemon adds it at start)")
@@ -233,12 +237,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
     except Exception as exc:  # sqlite3.DatabaseError and friends: say what, not a traceback
         print(f"edge-agent buffer: cannot read {path}: {exc}", file=sys.stderr)
         return 1
+    from ..uplinks.hj212.store import count_stored_unanswered
+
+    packets = {u.name: n for u in st.uplinks if (n := count_stored_unanswered(path.parent, u.name)) is not None}
     if args.json:
         d = st.as_dict()
         d["max_bytes"] = max_bytes
+        d["hj212_unanswered"] = packets
         print(json.dumps(d, indent=2))
     else:
-        print(render_stats(st, max_bytes, configured, int(time.time() * 1000)))
+        print(render_stats(st, max_bytes, configured, int(time.time() * 1000), packets))
     return 0
 
 

@@ -104,6 +104,8 @@ def _uplinks(st: dict[str, Any], tz: ZoneInfo) -> list[str]:
         ack = ago((now - u["last_ack"]) / 1000) if u.get("last_ack") else "never"
         lines.append(fit(f"{name:<16} {state:<17} {u.get('waiting', 0):>8} {oldest:>10} {ack:>10} "
                          f"{u['refused']:>8}"))
+        if u.get("packets_waiting"):  # HJ 212: its readings left the buffer, folded into these packets
+            lines.append(fit(f"    {u['packets_waiting']} HJ 212 packets stored, not yet answered by the platform"))
         if not u["connected"] and u.get("last_error"):
             lines += wrapped(u["last_error"])
     return lines

@@ -121,7 +121,7 @@ class StatusSource:
                 ts = None
                 if oldest is not None:
                     row = conn.execute("SELECT ts FROM readings WHERE seq = ?", (oldest,)).fetchone()
-                    ts = row[0] if row else None
+                    ts = row[0] if row and row[0] >= 0 else None  # < 0: held for a good clock, no time yet
                 waiting[name] = {"waiting": count, "oldest_waiting": ts}
             readings = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
             today = None

@@ -50,6 +50,42 @@ def store_path(data_dir: Path, uplink: str) -> Path:
     return data_dir / f"hj212-{uplink}.db"
 
 
+def count_stored_unanswered(data_dir: Path, uplink: str) -> int | None:
+    """Stored packets of an HJ 212 uplink the platform has not answered yet, read only (for
+    ``buffer stats``; the daemon may be running). None when the uplink has no store."""
+    path = store_path(data_dir, uplink)
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM packets WHERE answered = 0").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
+def drop_store(data_dir: Path, uplink: str) -> str:
+    """After ``buffer drop-uplink``: the HJ 212 uplink's stored packets are given up too, so an
+    uplink of that name configured later does not send them (daemon stopped). The file is
+    set aside as ``hj212-<uplink>.db.dropped``, not deleted. Returns what was done ("" for nothing)."""
+    src = store_path(data_dir, uplink)
+    if not src.exists():
+        return ""
+    conn = sqlite3.connect(str(src))
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        waiting = int(conn.execute("SELECT count(*) FROM packets WHERE answered = 0").fetchone()[0])
+    finally:
+        conn.close()
+    for suffix in ("-wal", "-shm"):
+        Path(str(src) + suffix).unlink(missing_ok=True)
+    dst = src.with_name(src.name + ".dropped")
+    src.replace(dst)
+    return f"its HJ 212 store set aside as {dst.name} ({waiting} packets the platform never answered)"
+
+
 def rename_store(data_dir: Path, old: str, new: str) -> str:
     """After ``buffer rename-uplink``: the HJ 212 uplink's file follows its new name (daemon
     stopped). Returns what was done, for the technician ("" when there was nothing)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader
+from buffer.reader import Row
 
 from ..mqtt import backoff_delay
 from . import packet as pk
@@ -83,6 +84,7 @@ class Hj212UplinkWorker:
         self._latest: dict[str, tuple[int, list[Sample]]] = {}  # device → (ts ms, samples)
         self._inflight: dict[str, _Sent] = {}
         self._cursor = 0
+        self._releases_seen = outbox.counters.clock_releases  # held readings given UTC times (buffer.clockfix)
         self._evictions_seen = -1
         self._attempt = 0
         self._next_connect = 0.0
@@ -208,28 +210,47 @@ class Hj212UplinkWorker:
     def _ingest(self, reader: OutboxReader) -> None:
         self._evictions(reader)
         span_by_cn = spans(self.settings.min_interval, self.cfg.hourly, self.cfg.daily)
+        if self.outbox.counters.clock_releases != self._releases_seen:
+            self._releases_seen = self.outbox.counters.clock_releases
+            self._ingest_released(reader, span_by_cn)
         for _ in range(10):
             rows = reader.fetch(self.bit, self._cursor, None, FETCH)
             if not rows:
                 return
-            folded = self.store.folded_seq
-            todo = []
-            for r in rows:
-                points = self._by_device.get(r.device)
-                if not points or r.status == ALARM_STATUS:  # an alarm event is no poll
-                    continue
-                reading = samples(r, points)
-                self._latest[r.device] = (r.ts, reading)
-                if r.seq > folded:
-                    starts = {cn: period_start(r.ts / 1000, span, self.tz) for cn, span in span_by_cn.items()}
-                    todo.append((r.device, reading, starts))
-            self.stats.late_readings += self.store.fold(max(folded, rows[-1].seq), todo, span_by_cn)
-            self.outbox.ack(self.name, [r.seq for r in rows])
+            self._fold(rows, self.store.folded_seq, span_by_cn)
             self._cursor = rows[-1].seq
-            self._next_close = self.store.next_end(self._grace())
             if len(rows) < FETCH:
                 return
         self._new_readings = True  # more than this round takes: the next tick goes on
+
+    def _ingest_released(self, reader: OutboxReader, span_by_cn: dict[str, float]) -> None:
+        """Readings held for a good clock got their UTC time, maybe after later readings were
+        taken (seq past them): those still waiting below the cursor were never folded."""
+        self.outbox.sync()  # the acknowledgements so far are committed: what still waits was never taken
+        after = 0
+        while after < self._cursor:
+            rows = reader.fetch(self.bit, after, self._cursor, FETCH)
+            if not rows:
+                return
+            self._fold(rows, 0, span_by_cn)
+            after = rows[-1].seq
+
+    def _fold(self, rows: list[Row], folded: int, span_by_cn: dict[str, float]) -> None:
+        """Fold the readings past ``folded`` (the store's: counted before a restart) and take them all."""
+        todo = []
+        for r in rows:
+            points = self._by_device.get(r.device)
+            if not points or r.status == ALARM_STATUS:  # an alarm event is no poll
+                continue
+            reading = samples(r, points)
+            if r.ts >= self._latest.get(r.device, (0, []))[0]:
+                self._latest[r.device] = (r.ts, reading)
+            if r.seq > folded:
+                starts = {cn: period_start(r.ts / 1000, span, self.tz) for cn, span in span_by_cn.items()}
+                todo.append((r.device, reading, starts))
+        self.stats.late_readings += self.store.fold(max(self.store.folded_seq, rows[-1].seq), todo, span_by_cn)
+        self.outbox.ack(self.name, [r.seq for r in rows])
+        self._next_close = self.store.next_end(self._grace())
 
     def _grace(self) -> float:
         """How long after a period's end its last readings may still arrive."""
