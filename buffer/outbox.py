@@ -31,11 +31,12 @@ from pathlib import Path
 
 from drivers.reading import Reading
 
-from .clockfix import ClockFix, note_held, release_held, stored_ts
+from .clockfix import ClockFix, note_held, stored_ts
 from .completeness import POLLED, DayOf, add_counts, apply_acks
 from .database import ResetInfo, is_corrupt, is_full, open_database
 from .eviction import EVICT_FRACTION, EVICT_MIN_ROWS
 from .jsontext import values_json
+from .live_changes import LiveChanges
 from .ranges import to_ranges
 from .reader import ALARM_STATUS, Eviction, OutboxReader, Row
 from .recovery import OutboxCounters, Recovery
@@ -71,7 +72,7 @@ ACK_COMMIT = 0.03
 ALARM_HISTORY = 10_000  # alarm events kept in alarm_events for `edge-agent alarms`
 
 
-class Outbox(Recovery):
+class Outbox(LiveChanges, Recovery):
     """Store-and-forward buffer for readings, shared by every uplink."""
 
     def __init__(
@@ -178,54 +179,6 @@ class Outbox(Recovery):
         bit = self.uplink_bits.get(uplink)
         if bit is not None:
             self._queue.put(SetAside(bit, uplink, seq, why))
-
-    def release_held(self, fix: ClockFix) -> None:
-        """The clock is good: readings held for it get UTC times (see :mod:`buffer.clockfix`)."""
-        self._queue.put(fix)
-
-    def hold_from_now(self) -> None:
-        """The clock is no longer good: readings stamped from now on are held until the next fix."""
-        self._queue.put(HoldFromNow())
-
-    def change_uplinks(self, names: list[str], timeout: float = 10.0) -> dict[str, int]:
-        """While running: make ``names`` the uplinks. A new one gets its bit (readings committed
-        from now on wait for it too). If an uplink left out still has readings waiting, nothing
-        changes and those counts are returned ({name: readings}); the check and the change are
-        one step of the writer, after every reading queued before this call is committed."""
-        change = UplinkChange(list(names))
-        if self._thread is None or not self._thread.is_alive():
-            self._gather(block=False)
-            self._flush(force=True)
-            self._apply_uplink_change(change)
-        else:
-            self._queue.put(change)
-            if not change.done.wait(timeout):
-                raise TimeoutError("the buffer did not take the change of uplinks in time (disk trouble?)")
-        if change.error is not None:
-            raise change.error
-        return change.stranded
-
-    def _apply_uplink_change(self, change: UplinkChange) -> None:
-        bits = change.apply(self._conn, self.uplink_bits)
-        if bits is not None:
-            mask = 0
-            for bit in bits.values():
-                mask |= 1 << bit
-            self.uplink_bits, self._mask = bits, mask
-
-    def _release_held(self) -> bool:
-        """After the readings queued before them are committed: apply clock fixes. False on disk trouble."""
-        while self._fixes:
-            try:
-                release_held(self._conn, self._fixes[0], self.day_of)
-            except (sqlite3.Error, OSError) as exc:
-                self._note_trouble(exc)
-                return False
-            self._fixes.pop(0)
-            self.counters.clock_releases += 1
-            for cb in self._listeners:
-                cb(self.last_seq)
-        return True
 
     def sync(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued before this call is committed. False on timeout
@@ -493,19 +446,3 @@ class Outbox(Recovery):
         c.executemany("INSERT INTO alarm_events(seq, device, ts, event) VALUES (?, ?, ?, ?)", events)
         c.execute("DELETE FROM alarm_events WHERE seq <= (SELECT seq FROM alarm_events ORDER BY seq DESC"
                   " LIMIT 1 OFFSET ?)", (ALARM_HISTORY,))
-
-    def _after_commit(self) -> None:
-        """Housekeeping between commits: the page cap follows the disk, the WAL stays small."""
-        c = self._conn
-        with contextlib.suppress(sqlite3.Error, OSError):
-            self.space.update_cap(c)
-            if self.space.wal_bytes() > 2 * self.wal_allowance:
-                # a long reader held the WAL; shrink it without waiting long for readers
-                c.execute("PRAGMA busy_timeout=50")
-                try:
-                    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    c.execute("PRAGMA busy_timeout=30000")
-            if not self.space.reserve_held:
-                self.space.take_reserve()
-                self.space.update_cap(c)

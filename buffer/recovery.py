@@ -47,6 +47,7 @@ class Recovery:
 
     path: Path
     space: SpaceGuard
+    wal_allowance: int
     uplink_bits: dict[str, int]
     generation: int
     counters: OutboxCounters
@@ -144,3 +145,19 @@ class Recovery:
         self.uplink_bits = register_uplinks(self._conn, list(bits), keep=bits)
         self.generation += 1
         self._record_reset(info)
+
+    def _after_commit(self) -> None:
+        """Housekeeping between commits: the page cap follows the disk, the WAL stays small."""
+        c = self._conn
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self.space.update_cap(c)
+            if self.space.wal_bytes() > 2 * self.wal_allowance:
+                # a long reader held the WAL; shrink it without waiting long for readers
+                c.execute("PRAGMA busy_timeout=50")
+                try:
+                    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    c.execute("PRAGMA busy_timeout=30000")
+            if not self.space.reserve_held:
+                self.space.take_reserve()
+                self.space.update_cap(c)
