@@ -147,7 +147,11 @@ class Outbox(LiveChanges, Recovery):
     def add_listener(self, callback: Callable[[int], None]) -> None:
         """``callback(last_seq)`` runs in the writer thread after each commit that adds readings
         or eviction records."""
-        self._listeners.append(callback)
+        self._listeners = [*self._listeners, callback]  # a new list: the writer may be iterating
+
+    def remove_listener(self, callback: Callable[[int], None]) -> None:
+        """Stop calling ``callback`` (an uplink that a reload removed)."""
+        self._listeners = [cb for cb in self._listeners if cb is not callback]
 
     def submit(self, reading: Reading) -> None:
         """Queue a reading for the next group commit (thread-safe, never blocks)."""

@@ -78,3 +78,20 @@ def test_a_reload_that_renames_the_gateway_shows_the_new_id_in_status_and_health
             agent.audit.close()
 
     assert asyncio.run(main()) == ("site-new", "site-new")
+
+
+def test_an_uplink_stopped_by_a_reload_leaves_the_buffer_alone(tmp_path: Path) -> None:
+    """Its commit listener goes with it: a buffer reloaded many times calls only live uplinks."""
+    from agent.config import MqttUplink
+    from agent.uplinks.messages import GatewayInfo
+    from agent.uplinks.mqtt import MqttUplinkWorker
+    from buffer.outbox import Outbox
+
+    box = Outbox(tmp_path / "outbox.db", ["central"])
+    before = len(box._listeners)
+    up = MqttUplink.model_validate({"type": "mqtt", "host": "127.0.0.1", "port": 1})
+    worker = MqttUplinkWorker("central", up, GatewayInfo("gw", "1", "h", 0, {}), box, tmp_path)
+    assert len(box._listeners) == before + 1
+    worker.stop()
+    assert len(box._listeners) == before
+    box.close()

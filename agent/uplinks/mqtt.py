@@ -127,7 +127,8 @@ class MqttUplinkWorker(BrokerAnswers):
         self._announce_again = False
         self._health: deque[str] = deque(maxlen=4)  # health payloads to publish (from the agent's loop)
         self._last_health: str | None = None
-        outbox.add_listener(lambda _seq: self.wake() if self._idle else None)
+        self._on_commit: Callable[[int], None] = lambda _seq: self.wake() if self._idle else None
+        outbox.add_listener(self._on_commit)
         if commands is not None:
             commands.wake = self.wake  # a reply is ready: publish it now
 
@@ -168,6 +169,7 @@ class MqttUplinkWorker(BrokerAnswers):
             self._wake_w.send(b"\0")
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.outbox.remove_listener(self._on_commit)
         self._stop.set()
         self.wake()
         if self._thread is not None:

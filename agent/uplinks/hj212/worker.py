@@ -15,6 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -99,7 +100,8 @@ class Hj212UplinkWorker:
         self._new_readings = True
         self._next_close: float | None = 0.0  # wall-clock end of the earliest open period (+ grace)
         self._thread: threading.Thread | None = None
-        outbox.add_listener(lambda _seq: self._waker.poke())
+        self._on_commit: Callable[[int], None] = lambda _seq: self._waker.poke()
+        outbox.add_listener(self._on_commit)
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -107,6 +109,7 @@ class Hj212UplinkWorker:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.outbox.remove_listener(self._on_commit)
         self._stop.set()
         self._waker.poke()
         if self._thread is not None:
