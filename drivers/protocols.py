@@ -2,13 +2,15 @@
 
 A protocol supplies its profile model (and so its point model), the bus types it runs on,
 how a config addresses a device on its bus, how to open a bus and build a device, how to
-list a profile for a technician, and how to serve simulated devices. ``agent/`` looks
+plan a write, list a profile for a technician, serve simulated devices and offer
+technician tools (``probe``, ``scan``). ``agent/`` looks
 protocols up here by the profile's ``protocol:`` and never names one. Adding a protocol is
 one folder with a ``protocol.py`` and one line in :data:`PROTOCOLS` (or :func:`register`
 from elsewhere, e.g. a test's own protocol).
 
-Protocols are imported when first asked for, so a gateway that only reads Modbus never
-loads the DL/T 645 codec.
+Protocols are imported when first asked for (the command line asks every protocol that
+offers technician tools, to build `probe` and `scan`); simulation and tools are imported
+only when used.
 """
 
 from __future__ import annotations
