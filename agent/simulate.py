@@ -145,7 +145,9 @@ async def serve(plan: SimulationPlan, *, pty_dir: str | None, tcp: str, emulate_
         control = FaultControl((pairs[0].link_dir if pairs else Path(tempfile.mkdtemp(prefix="edge-sim-"))) / "faults",
                                plan.find, [(p.label, p.device) for p in plan.placed])
         watcher = asyncio.create_task(control.watch())
-        print(f"change faults while serving: echo 'pty:2=dead' > {control.path}  (none: clear)", flush=True)
+        example = plan.placed[0].label if plan.placed else "pty:1"
+        print(f"change faults while serving: echo '{example}=dead' > {control.path}  ({example}=none: clear)",
+              flush=True)
         if ready_file:
             Path(ready_file).write_text(json.dumps(ready))
         await stop.wait()

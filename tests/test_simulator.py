@@ -303,4 +303,4 @@ def test_simulate_changes_faults_while_serving_from_the_control_file(tmp_path: P
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
-    assert f"change faults while serving: echo 'pty:2=dead' > {control}" in out
+    assert f"change faults while serving: echo 'pty:1=dead' > {control}  (pty:1=none: clear)" in out
