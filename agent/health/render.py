@@ -117,10 +117,12 @@ def _buffer_clock(st: dict[str, Any]) -> list[str]:
             f" {b.get('readings', 0)} readings, last seq {b['last_seq']}")
     if b["evicted"] or b["dropped"]:
         line += f", {b['evicted']} evicted, {b['dropped']} dropped"
-    sync = {True: "synchronised (NTP)", False: "NOT synchronised", None: "state unknown"}[c["synchronized"]]
+    sync = {True: "synchronised (NTP)", False: "not synchronised by NTP", None: "NTP state unknown"}[c["synchronized"]]
     clock = f"CLOCK   system clock {sync}"
-    if c.get("max_error_us") is not None and c["synchronized"] is not None:
+    if c.get("max_error_us") is not None and c["synchronized"]:
         clock += f", max error {c['max_error_us'] / 1000:.1f} ms"
+    if c.get("good") is True and not c["synchronized"]:
+        clock += f"; known good: {c.get('reason', '')}"  # e.g. later than the last time seen
     out = [fit(line), fit(clock)]
     if c.get("good") is False:
         out += wrapped(f"readings are stamped from the boot clock and held until the clock is known good"
