@@ -73,6 +73,14 @@ def drop_store(data_dir: Path, uplink: str) -> str:
     src = store_path(data_dir, uplink)
     if not src.exists():
         return ""
+    waiting = _close_file(src)
+    dst = src.with_name(src.name + ".dropped")
+    src.replace(dst)
+    return f"its HJ 212 store set aside as {dst.name} ({waiting} packets the platform never answered)"
+
+
+def _close_file(src: Path) -> int:
+    """Fold the store's WAL into its file so it can move as one file; its unanswered packets."""
     conn = sqlite3.connect(str(src))
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -81,9 +89,7 @@ def drop_store(data_dir: Path, uplink: str) -> str:
         conn.close()
     for suffix in ("-wal", "-shm"):
         Path(str(src) + suffix).unlink(missing_ok=True)
-    dst = src.with_name(src.name + ".dropped")
-    src.replace(dst)
-    return f"its HJ 212 store set aside as {dst.name} ({waiting} packets the platform never answered)"
+    return waiting
 
 
 def rename_store(data_dir: Path, old: str, new: str) -> str:
@@ -94,14 +100,7 @@ def rename_store(data_dir: Path, old: str, new: str) -> str:
         return ""
     if dst.exists():
         return f"{dst.name} exists already: {src.name} (HJ 212 packets of '{old}') left as it is"
-    conn = sqlite3.connect(str(src))
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        waiting = int(conn.execute("SELECT count(*) FROM packets WHERE answered = 0").fetchone()[0])
-    finally:
-        conn.close()
-    for suffix in ("-wal", "-shm"):
-        Path(str(src) + suffix).unlink(missing_ok=True)
+    waiting = _close_file(src)
     src.rename(dst)
     return f"its HJ 212 store moved to {dst.name} ({waiting} packets wait for the platform's answer)"
 
