@@ -8,7 +8,6 @@ pins the WAL.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from .clockfix import held_count
 from .database import connect_readonly
 from .reader import ALARM_STATUS, Eviction, Row
 from .schema import LATEST, applied_version, committed_seq
+from .space import file_size, reserve_path, wal_path
 
 EXPORT_CHUNK = 5000
 
@@ -70,13 +70,6 @@ class BufferStats:
         }
 
 
-def _size(path: Path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
 def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
@@ -114,8 +107,8 @@ def read_stats(path: Path) -> BufferStats:
         conn.close()
     return BufferStats(
         path=path, schema_version=version, schema_latest=LATEST, last_seq=last_seq,
-        readings=count, first_seq=first, file_bytes=_size(path), wal_bytes=_size(Path(str(path) + "-wal")),
-        reserve_bytes=_size(Path(str(path) + ".reserve")), free_pages_bytes=free_pages * page_size,
+        readings=count, first_seq=first, file_bytes=file_size(path), wal_bytes=file_size(wal_path(path)),
+        reserve_bytes=file_size(reserve_path(path)), free_pages_bytes=free_pages * page_size,
         uplinks=uplinks, evictions=evictions, counters=counters, reset=reset, orphans=orphans,
         held=held)
 

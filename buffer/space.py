@@ -31,11 +31,25 @@ def _clamp(value: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, value))
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """Bytes of a file, 0 when it is not there."""
     try:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def wal_path(path: Path) -> Path:
+    return Path(str(path) + "-wal")
+
+
+def reserve_path(path: Path) -> Path:
+    return Path(str(path) + ".reserve")
+
+
+def bytes_on_disk(path: Path) -> int:
+    """The store's files as the disk sees them: database, WAL and reserve (any thread, no connection)."""
+    return file_size(path) + file_size(wal_path(path)) + file_size(reserve_path(path))
 
 
 class SpaceGuard:
@@ -43,8 +57,8 @@ class SpaceGuard:
 
     def __init__(self, path: Path, max_bytes: int, page_size: int) -> None:
         self.path = path
-        self.wal_path = Path(str(path) + "-wal")
-        self.reserve_path = Path(str(path) + ".reserve")
+        self.wal_path = wal_path(path)
+        self.reserve_path = reserve_path(path)
         self.max_bytes = max_bytes
         self.page_size = page_size
         budget = min(max_bytes, self.disk_total())
@@ -66,11 +80,11 @@ class SpaceGuard:
         return st.f_bavail * st.f_frsize
 
     def wal_bytes(self) -> int:
-        return _size(self.wal_path)
+        return file_size(self.wal_path)
 
     @property
     def reserve_held(self) -> bool:
-        return _size(self.reserve_path) >= self.reserve_bytes
+        return file_size(self.reserve_path) >= self.reserve_bytes
 
     # -- set-up -------------------------------------------------------------------------
     def configure(self, conn: sqlite3.Connection) -> None:
@@ -83,7 +97,7 @@ class SpaceGuard:
         """Set ``max_page_count`` to what both ``max_bytes`` and the disk allow; return it."""
         # pages beyond the end of the file live only in the WAL so far: the checkpoint that
         # writes them needs disk, so the cap is counted from the file, not from page_count
-        file_bytes = _size(self.path)
+        file_bytes = file_size(self.path)
         free = self.disk_free()
         wal_room = max(0, self.wal_allowance - self.wal_bytes())
         owed = 0 if self.reserve_held else self.reserve_bytes  # keep room to take it back
@@ -138,4 +152,4 @@ class SpaceGuard:
     def used_bytes(self, conn: sqlite3.Connection) -> int:
         """Bytes the store occupies on disk: database file, WAL and reserve."""
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        return int(pages * self.page_size + self.wal_bytes() + _size(self.reserve_path))
+        return int(pages * self.page_size + self.wal_bytes() + file_size(self.reserve_path))

@@ -12,11 +12,11 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from buffer.database import connect_readonly
 from buffer.outbox import Outbox
+from buffer.space import bytes_on_disk
 
 from ..scheduler import DevicePoller
 from ..uplinks.hj212.worker import Hj212UplinkWorker
@@ -27,13 +27,6 @@ from .completeness import day_report, has_counts_table
 from .days import LocalDays
 
 Section = Callable[[], Any]
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
 
 
 class StatusSource:
@@ -91,7 +84,7 @@ class StatusSource:
 
     def buffer(self) -> dict[str, Any]:
         path = self.outbox.path
-        used = _size(path) + _size(Path(f"{path}-wal")) + _size(Path(f"{path}.reserve"))
+        used = bytes_on_disk(path)
         c = self.outbox.counters
         return {"path": str(path), "used_bytes": used, "max_bytes": self.outbox.max_bytes,
                 "use": round(used / self.outbox.max_bytes, 4), "last_seq": self.outbox.last_seq,
