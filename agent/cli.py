@@ -14,6 +14,7 @@ from drivers.errors import DriverError
 from drivers.yamlsource import SourceError
 
 from . import __version__
+from .argtypes import host_and_port
 
 EPILOG_RUN = """examples:
   edge-agent run -c /etc/edge-agent/config.yaml
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("slaves", nargs="+", metavar="LINE:UNIT=PROFILE",
                    help="e.g. pty:1=renke-dust-all-in-one, or pty:ADDRESS=PROFILE for a DL/T 645 meter")
     p.add_argument("--pty-dir", metavar="DIR", help="where the pty links go (default: a temp dir)")
-    p.add_argument("--tcp", default="127.0.0.1:5020", metavar="HOST:PORT",
+    p.add_argument("--tcp", default="127.0.0.1:5020", metavar="HOST:PORT", type=host_and_port,
                    help="address for tcp slaves (default 127.0.0.1:5020)")
     p.add_argument("--baudrate", type=int, default=9600, help="serial speed of the virtual Modbus line")
     p.add_argument("--dlt645-baudrate", type=int, default=2400,

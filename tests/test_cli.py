@@ -99,3 +99,14 @@ def test_demo_shows_readings_from_all_three_devices_within_15s() -> None:
     # the dust monitor reported over HJ 212 beside MQTT
     assert re.search(r"HJ 212 platform: CN=2011 .*a34002-Rtd=\d+", r.stdout), r.stdout[-2000:]
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("args", [
+    ["hj212-server", "--port", "99999"],
+    ["simulate", "--tcp", "127.0.0.1:99999", "tcp:1=eastron-sdm630"],
+    ["probe", "--host", "127.0.0.1:70000", "--unit", "1", "--address", "0", "--count", "1"],
+])
+def test_a_port_out_of_range_is_a_usage_error_not_a_traceback(args: list[str]) -> None:
+    r = edge_agent(*args)
+    assert r.returncode == 2
+    assert "is outside 1-65535" in r.stderr and "Traceback" not in r.stderr

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from ..argtypes import tcp_port
+
 EPILOG = """examples:
   edge-agent hj212-server --port 9000
   edge-agent hj212-server --port 9000 --pull 2051 20261128080000 20261128090000
@@ -20,7 +22,7 @@ yyyyMMddHHmmss) and prints the records and the 9012 result. --no-answer never an
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hj212-server", help="a test platform speaking HJ 212-2017 (checks, answers, prints)",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    p.add_argument("--port", type=tcp_port, required=True, help="TCP port to listen on")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
     p.add_argument("--pw", default="123456", help="password (PW) the platform's requests carry")
     p.add_argument("--no-answer", action="store_true", help="never answer 9014")

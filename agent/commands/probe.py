@@ -15,6 +15,8 @@ import sys
 from drivers import protocols
 from drivers.tools import TCP_KINDS, Line, ProtocolTools, UsageError, listed, option_dest
 
+from ..argtypes import host_port
+
 EPILOG_TAIL = """\
 Stop the daemon first if it owns the same serial port. Exit status 0 when the device
 answered, 1 when it did not (the reason and what to check are printed), 2 when the
@@ -25,7 +27,8 @@ def add_line_arguments(p: argparse.ArgumentParser, many: bool = False) -> None:
     """--port/--host and the serial settings; with ``many`` the serial settings take lists."""
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", metavar="DEVICE", help="serial port, e.g. /dev/ttyUSB0")
-    where.add_argument("--host", metavar="HOST[:PORT]", help="Modbus TCP device or serial-to-Ethernet converter")
+    where.add_argument("--host", metavar="HOST[:PORT]", type=host_port,
+                       help="Modbus TCP device or serial-to-Ethernet converter")
     p.add_argument("--rtu-over-tcp", action="store_true",
                    help="with --host: RTU frames over TCP (a transparent converter), not Modbus TCP")
     if many:
