@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader
 from buffer.reader import Row
 
+from ..delivery import TokenBucket
 from ..mqtt import backoff_delay
 from . import packet as pk
 from .aggregate import Carried, Sample, carried_points, local, period_start, realtime_flag, samples, spans
@@ -91,8 +92,7 @@ class Hj212UplinkWorker:
         self._next_connect = 0.0
         self._connected_at = 0.0
         self._next_rtd = 0.0
-        self._tokens = 1.0
-        self._last_refill = time.monotonic()
+        self._bucket = TokenBucket(cfg.backlog_rate, 1.0, time.monotonic())  # stored packets re-sent
         self._last_qn = 0
         self._logged: set[str] = set()
         self._stop = threading.Event()
@@ -190,8 +190,9 @@ class Hj212UplinkWorker:
                 due.append(self._next_rtd - now)
             due += [s.sent + self.settings.overtime - mono for s in self._inflight.values()]
             stored = sum(1 for s in self._inflight.values() if s.packet_id is not None)
-            if self.stats.waiting > stored and stored < STORED_WINDOW:
-                due.append((1 - self._tokens) / self.cfg.backlog_rate)
+            ready_at = self._bucket.due(1, mono)
+            if self.stats.waiting > stored and stored < STORED_WINDOW and ready_at is not None:
+                due.append(ready_at - mono)
         return max(0.0, min(due))
 
     # -- readings in ---------------------------------------------------------------------
@@ -373,11 +374,9 @@ class Hj212UplinkWorker:
         if self.settings.realtime and now >= self._next_rtd and self._latest:  # first one as soon as there is data
             self._next_rtd = (now // rtd + 1) * rtd
             self._send_realtime()
-        rate = self.cfg.backlog_rate
-        self._tokens = min(max(1.0, rate), self._tokens + (mono - self._last_refill) * rate)
-        self._last_refill = mono
+        self._bucket.refill(mono)
         waiting = [s.packet_id for s in self._inflight.values() if s.packet_id is not None]
-        room = min(STORED_WINDOW - len(waiting), int(self._tokens), self.stats.waiting - len(waiting))
+        room = min(STORED_WINDOW - len(waiting), int(self._bucket.tokens), self.stats.waiting - len(waiting))
         if room <= 0:
             return
         cfg = self.cfg
@@ -389,7 +388,7 @@ class Hj212UplinkWorker:
             pkt = pk.aggregate(stored.cn, cfg.mn, cfg.pw, cfg.st, at, local(stored.start, self.tz), stored.values,
                                answer=cfg.ack)
             self._send(pkt.with_qn(qn), stored.id)
-            self._tokens -= 1
+            self._bucket.take(1)
 
     def _send_realtime(self) -> None:
         taken = max(ts for ts, _ in self._latest.values())
