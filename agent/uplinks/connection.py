@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import select
-import socket
 import ssl
 import threading
 import time
@@ -24,6 +23,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ..config import MqttUplink
 from .security import UplinkError, describe_connack, describe_connect_error, describe_lost_before_connack
+from .waker import Waker
 
 RETAIN_NOT_SUPPORTED = 154
 PACKET_OVERHEAD = 1024  # fixed header, topic and properties of a PUBLISH, generously
@@ -129,8 +129,8 @@ class Connection:
         rc = self.client.loop(timeout=timeout)
         return rc == mqtt.MQTT_ERR_SUCCESS and not self.lost
 
-    def sleep(self, timeout: float, wake: socket.socket) -> bool:
-        """Sleep until the broker sends something, ``wake`` becomes readable or ``timeout``
+    def sleep(self, timeout: float, waker: Waker) -> bool:
+        """Sleep until the broker sends something, ``waker`` is poked or ``timeout``
         passes, then do paho's network I/O and keepalive (its external-loop API). This is how
         an idle uplink waits: no wake-ups without work. False once the connection is gone."""
         client = self.client
@@ -141,13 +141,12 @@ class Connection:
             timeout = 0.0  # TLS has decrypted bytes buffered: select would not see them
         writing = [sock] if client.want_write() else []
         try:
-            readable, _, _ = select.select([sock, wake], writing, [], max(0.0, timeout))
+            readable, _, _ = select.select([sock, waker.sock], writing, [], max(0.0, timeout))
         except (OSError, ValueError):
             self.lost = True
             return False
-        if wake in readable:
-            with contextlib.suppress(OSError):
-                wake.recv(4096)
+        if waker.sock in readable:
+            waker.drain()
         rc = mqtt.MQTT_ERR_SUCCESS
         if sock in readable:
             rc = client.loop_read()

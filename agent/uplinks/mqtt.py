@@ -14,10 +14,8 @@ the connection and starts a fresh session, which re-reads everything pending.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-import socket
 import threading
 import time
 from collections import deque
@@ -39,6 +37,7 @@ from .onchange import ChangeFilter
 from .refusals import RefusalGate
 from .security import UplinkError, read_secret, tls_context
 from .topics import TopicMap
+from .waker import Waker
 
 if TYPE_CHECKING:
     from ..control.mqtt_commands import CommandPort
@@ -109,9 +108,7 @@ class MqttUplinkWorker(BrokerAnswers):
         self._stop = threading.Event()
         # an idle uplink sleeps in select() on the broker's socket and this pair: new readings,
         # eviction records and stop() write a byte to wake it (only while it sleeps)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._waker = Waker()
         self._idle = False
         self._thread: threading.Thread | None = None
         self._logged: set[str] = set()
@@ -165,8 +162,7 @@ class MqttUplinkWorker(BrokerAnswers):
 
     def wake(self) -> None:
         """Interrupt an idle sleep (thread-safe): there is something to send or to stop for."""
-        with contextlib.suppress(OSError):  # BlockingIOError: a wake-up is already pending
-            self._wake_w.send(b"\0")
+        self._waker.poke()
 
     def stop(self, timeout: float = 5.0) -> None:
         self.outbox.remove_listener(self._on_commit)
@@ -175,8 +171,7 @@ class MqttUplinkWorker(BrokerAnswers):
         if self._thread is not None:
             self._thread.join(timeout)
         if self._thread is None or not self._thread.is_alive():
-            self._wake_r.close()
-            self._wake_w.close()
+            self._waker.close()
 
     def _run(self) -> None:
         reader = self.outbox.reader()
@@ -418,6 +413,6 @@ class MqttUplinkWorker(BrokerAnswers):
         self._idle = True
         try:
             if self.outbox.last_seq == q.live_cursor and not self._stop.is_set():
-                conn.sleep(max(0.0, min(deadlines) - now), self._wake_r)
+                conn.sleep(max(0.0, min(deadlines) - now), self._waker)
         finally:
             self._idle = False

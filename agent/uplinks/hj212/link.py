@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 
 from .frame import FrameError, FrameReader, encode
@@ -53,32 +52,3 @@ class Link:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-class Waker:
-    """Sleep until a deadline, the link has data, or another thread pokes (new readings, stop):
-    an idle uplink makes no wake-ups of its own."""
-
-    def __init__(self) -> None:
-        self._r, self._w = socket.socketpair()
-        self._r.setblocking(False)
-        self._w.setblocking(False)
-
-    def poke(self) -> None:
-        with contextlib.suppress(OSError):  # full: a wake-up is already pending
-            self._w.send(b"\0")
-
-    def wait(self, link: Link | None, timeout: float) -> tuple[bool, bool]:
-        """(poked, link readable) after at most ``timeout`` seconds."""
-        watched = [self._r] if link is None else [self._r, link.sock]
-        ready, _, _ = select.select(watched, [], [], max(0.0, timeout))
-        poked = self._r in ready
-        if poked:
-            with contextlib.suppress(OSError):
-                while self._r.recv(4096):
-                    pass
-        return poked, link is not None and link.sock in ready
-
-    def close(self) -> None:
-        self._r.close()
-        self._w.close()

@@ -26,11 +26,12 @@ from buffer.reader import Row
 
 from ..delivery import TokenBucket
 from ..mqtt import backoff_delay
+from ..waker import Waker
 from . import packet as pk
 from .aggregate import Carried, Sample, carried_points, local, period_start, realtime_flag, samples, spans
 from .config import Hj212Uplink
 from .frame import BadCrc, FrameError
-from .link import Link, LinkClosed, Waker
+from .link import Link, LinkClosed
 from .packet import Packet, PacketError
 from .requests import Commands, Settings
 from .store import Hj212Store, store_path
