@@ -36,6 +36,7 @@ PERSIST_EVERY_MS = 300_000  # the SD card is written this rarely for the last ti
 STA_UNSYNC = 0x0040
 TIME_ERROR = 5
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
+NTP_RECHECK_MS = 10_000  # while the clock is good, the kernel's NTP state is read this often
 
 
 class ClockSource(Protocol):
@@ -101,6 +102,8 @@ class ClockGuard:
         self.offset_ms = 0
         self._persisted_ms = 0
         self._jumps_logged = 0
+        self._ntp_synced: bool | None = None
+        self._ntp_checked_ms = 0
         self.check()
 
     def _load(self) -> int:
@@ -134,7 +137,11 @@ class ClockGuard:
             self.good = False
             if self.on_bad is not None:
                 self.on_bad()
-        synced = self.source.ntp_synced()
+        if not self.good or boot - self._ntp_checked_ms >= NTP_RECHECK_MS:
+            # a good clock stays good without asking the kernel on every poll (only the reason
+            # shown may change); a clock not yet good is asked each time
+            self._ntp_synced, self._ntp_checked_ms = self.source.ntp_synced(), boot
+        synced = self._ntp_synced
         good, reason = False, ""
         if synced:
             good, reason = True, "synchronised by NTP"
