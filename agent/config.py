@@ -22,6 +22,7 @@ from .control.config import CommandOptions, DeviceControl, Schedule, check_contr
 from .health.settings import Health, Metrics
 from .units import Duration, Size
 from .uplinks.hj212.config import Hj212Uplink
+from .uplinks.reconnect import Reconnect
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 86400.0  # a poll or retry period: 100 ms .. 1 day
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -159,7 +160,7 @@ def _protocol(value: object) -> object:
     return value
 
 
-class MqttUplink(Strict, CommandOptions):
+class MqttUplink(Strict, CommandOptions, Reconnect):
     type: Literal["mqtt"]
     host: str
     port: Annotated[int, Field(ge=1, le=65535)] | None = Field(
@@ -192,8 +193,6 @@ class MqttUplink(Strict, CommandOptions):
         50000, description="backlog readings per second at most (0: unlimited)")
     on_change: bool = Field(False, description="report by exception: only values that moved beyond their point's"
                                                " deadband, plus a heartbeat every max_silence (devices.<id>.report)")
-    reconnect_min: Duration = Field(1.0, description="first reconnect delay (exponential, with jitter)")
-    reconnect_max: Duration = Field(60.0, description="longest reconnect delay")
 
     @model_validator(mode="after")
     def _secrets(self) -> MqttUplink:
@@ -201,8 +200,7 @@ class MqttUplink(Strict, CommandOptions):
             raise ValueError("give 'password_file' or 'password_env', not both")
         if (self.password_file or self.password_env) and not self.username:
             raise ValueError("a password needs a 'username'")
-        if self.reconnect_min > self.reconnect_max:
-            raise ValueError("reconnect_min must not be above reconnect_max")
+        self._check_reconnect()
         for name in ("reconnect_min", "reconnect_max", "refused_retry"):
             if not MIN_INTERVAL <= getattr(self, name) <= MAX_INTERVAL:
                 raise ValueError(f"{name} must be between 100ms and 1 day (24h)")

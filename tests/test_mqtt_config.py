@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config import MqttUplink
-from agent.uplinks.mqtt import backoff_delay
+from agent.uplinks.reconnect import backoff_delay
 from tests.helpers import edge_agent
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,6 @@ the connection and starts a fresh session, which re-reads everything pending.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from .connection import Connection, Stopping
 from .delivery import SessionQueues, TokenBucket
 from .messages import GatewayInfo, Message, MessageBuilder
 from .onchange import ChangeFilter
+from .reconnect import backoff_delay
 from .refusals import RefusalGate
 from .security import UplinkError, read_secret, tls_context
 from .topics import TopicMap
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GatewayInfo", "MqttUplinkWorker", "UplinkStats", "backoff_delay"]
+__all__ = ["GatewayInfo", "MqttUplinkWorker", "UplinkStats"]
 
 HEALTHY_SESSION = 10.0  # a session that lasted this long resets the reconnect back-off
 # no PUBACK for this long (or 4 round trips, if longer): hand paho nothing more until one comes.
@@ -67,15 +67,6 @@ class UplinkStats:
     size_cap: int = 0  # learned: the largest payload this broker is sent (0: no cap learned)
     set_aside: int = 0  # readings too large for the broker even alone
     last_error: str = ""
-
-
-def backoff_delay(attempt: int, lo: float, hi: float, rand: Callable[[], float] = random.random) -> float:
-    """Exponential back-off with jitter: in [cap/2, cap], cap = min(hi, lo * 2**attempt).
-
-    The jitter keeps a fleet of gateways from reconnecting in step after a broker restart.
-    """
-    cap = min(hi, lo * 2 ** min(attempt, 30))
-    return cap / 2 + rand() * cap / 2
 
 
 class AlarmBoard(Protocol):

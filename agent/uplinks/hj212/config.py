@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from ...units import Duration
+from ..reconnect import Reconnect
 from .factors import FACTORS, multiplier
 
 # the standard's ranges: RtdInterval 30..3600 s; MinInterval one of these minutes
@@ -28,7 +29,7 @@ def _text(value: object) -> object:
 Text = Annotated[str, BeforeValidator(_text)]
 
 
-class Hj212Uplink(BaseModel):
+class Hj212Uplink(Reconnect):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["hj212"]
@@ -64,8 +65,6 @@ class Hj212Uplink(BaseModel):
         31, description="days of minute/hour/day packets kept for the platform's history pulls")
     set_clock: bool = Field(False, description="a platform's set-time (1012) changes the system clock;"
                                                " otherwise it is logged and answered only")
-    reconnect_min: Duration = Field(1.0, description="first reconnect delay (exponential, with jitter)")
-    reconnect_max: Duration = Field(60.0, description="longest reconnect delay")
 
     @model_validator(mode="after")
     def _check(self) -> Hj212Uplink:
@@ -75,8 +74,7 @@ class Hj212Uplink(BaseModel):
             raise ValueError("min_interval must divide an hour evenly (e.g. 1m, 5m, 10m; 10s in tests)")
         if not 0.1 <= self.overtime <= 600:
             raise ValueError("overtime must be between 100ms and 10m")
-        if self.reconnect_min > self.reconnect_max:
-            raise ValueError("reconnect_min must not be above reconnect_max")
+        self._check_reconnect()
         for point, unit in self.units.items():
             if point not in FACTORS:
                 raise ValueError(f"units: {point} is not in the factor table; only its points convert")

@@ -25,7 +25,7 @@ from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader
 from buffer.reader import Row
 
 from ..delivery import TokenBucket
-from ..mqtt import backoff_delay
+from ..reconnect import backoff_delay
 from ..waker import Waker
 from . import packet as pk
 from .aggregate import Carried, Sample, carried_points, local, period_start, realtime_flag, samples, spans
