@@ -18,6 +18,7 @@ from buffer.outbox import Outbox
 
 from ..config import MqttUplink
 from .connection import Connection
+from .logonce import LogsOnce
 from .messages import Message
 from .refusals import RefusalGate
 
@@ -27,29 +28,21 @@ PACKET_TOO_LARGE = 0x95
 SET_ASIDE_AFTER = 3  # sessions lost in a row with one oversize reading in flight before it is set aside
 
 
-class BrokerAnswers:
+class BrokerAnswers(LogsOnce):
     """The PUBACK side of :class:`agent.uplinks.mqtt.MqttUplinkWorker` (a mixin: it shares the
     worker's state)."""
 
+    _once_log = log
     name: str
     cfg: MqttUplink
     outbox: Outbox
     gate: RefusalGate
     stats: Any  # UplinkStats
-    _logged: set[str]
     _rtt: float
     _window: int
     _batch: int
     _largest_acked: int
     _oversize: dict[int, int]
-
-    def _log_once(self, level: int, key: str, msg: str, *args: Any) -> None:
-        """Log a state change once; repeats go to debug."""
-        if key in self._logged:
-            log.debug(msg, *args)
-            return
-        self._logged.add(key)
-        log.log(level, msg, *args)
 
     def _settle(self, conn: Connection, inflight: dict[int, Message], now: float) -> None:
         acked: list[int] = []

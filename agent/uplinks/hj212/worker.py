@@ -25,6 +25,7 @@ from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader
 from buffer.reader import Row
 
 from ..delivery import TokenBucket
+from ..logonce import LogsOnce
 from ..reconnect import backoff_delay
 from ..waker import Waker
 from . import packet as pk
@@ -69,7 +70,9 @@ class _Sent:
     packet_id: int | None
 
 
-class Hj212UplinkWorker:
+class Hj212UplinkWorker(LogsOnce):
+    _once_log = log
+
     def __init__(self, name: str, cfg: Hj212Uplink, outbox: Outbox, data_dir: Path,
                  device_points: dict[str, list[str]], poll_intervals: dict[str, float], tz: ZoneInfo) -> None:
         self.name, self.cfg, self.outbox, self.tz = name, cfg, outbox, tz
@@ -121,13 +124,6 @@ class Hj212UplinkWorker:
 
     def update_info(self, info: object) -> None:
         """A reload kept this uplink: its settings and the devices it carries did not change."""
-
-    def _log_once(self, level: int, key: str, msg: str, *args: object) -> None:
-        if key in self._logged:
-            log.debug(msg, *args)
-            return
-        self._logged.add(key)
-        log.log(level, msg, *args)
 
     def _run(self) -> None:
         reader = self.outbox.reader()
