@@ -60,6 +60,7 @@ class SessionQueues:
         self.bucket = bucket
         self.evictions_seen = -1
         self.alarms_shown = -1
+        self.releases_seen = 0  # the buffer's count of clock releases when last read
 
     def rescan(self, inflight: Iterable[Message]) -> None:
         """Read the buffer from the start again (a refused topic is due for a probe, or accepted

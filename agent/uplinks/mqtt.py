@@ -9,7 +9,9 @@ acknowledged to the outbox only on a success PUBACK. A refused publish (v5 reaso
 >= 0x80, e.g. 135 "not authorized") keeps its readings buffered and blocks that topic
 for ``refused_retry`` (see refusals.py). paho never retransmits on a live connection, so
 when the oldest unacknowledged publish is older than ``ack_timeout`` the uplink drops
-the connection and starts a fresh session, which re-reads everything pending.
+the connection and starts a fresh session, which re-reads everything pending. The
+broker's answers are handled in acks.py, what changes under a live session (a reload's
+metadata, health, the alarm set, eviction notices, rescans) in updates.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader, Row
 
@@ -30,13 +32,14 @@ from ..config import MqttUplink
 from . import payload
 from .acks import BrokerAnswers
 from .connection import Connection, Stopping
-from .delivery import SessionQueues, TokenBucket
+from .delivery import SessionQueues
 from .messages import GatewayInfo, Message, MessageBuilder
 from .onchange import ChangeFilter
 from .reconnect import backoff_delay
 from .refusals import RefusalGate
 from .security import UplinkError, read_secret, tls_context
 from .topics import TopicMap
+from .updates import AlarmBoard, HealthFeed, SessionUpdates
 from .waker import Waker
 
 if TYPE_CHECKING:
@@ -69,13 +72,7 @@ class UplinkStats:
     last_error: str = ""
 
 
-class AlarmBoard(Protocol):
-    """What an uplink needs of the alarm engine: the retained set, as (version, payload)."""
-
-    published: tuple[int, str]
-
-
-class MqttUplinkWorker(BrokerAnswers):
+class MqttUplinkWorker(BrokerAnswers, SessionUpdates):
     """One platform: its broker, credentials, topics, format and delivery state."""
 
     def __init__(self, name: str, cfg: MqttUplink, info: GatewayInfo, outbox: Outbox,
@@ -113,38 +110,11 @@ class MqttUplinkWorker(BrokerAnswers):
         self._largest_acked = 0  # bytes of the largest message the broker accepted (this process)
         self._oversize: dict[int, int] = {}  # seq → sessions lost while it was alone in flight
         self._announce_again = False
-        self._health: deque[str] = deque(maxlen=4)  # health payloads to publish (from the agent's loop)
-        self._last_health: str | None = None
+        self._health = HealthFeed()  # health payloads to publish (from the agent's loop)
         self._on_commit: Callable[[int], None] = lambda _seq: self.wake() if self._idle else None
         outbox.add_listener(self._on_commit)
         if commands is not None:
             commands.wake = self.wake  # a reply is ready: publish it now
-
-    def update_info(self, info: GatewayInfo) -> None:
-        """After a reload that kept this uplink: the new birth and device metadata go out on
-        the live connection (the connection and delivery state stay)."""
-        self.topics = TopicMap(self.cfg, info.gateway, info.devices)
-        self.build = MessageBuilder(self.cfg, info, self.topics)
-        self.info = info
-        self._announce_again = True
-        self.wake()
-
-    def publish_health(self, data: str) -> None:
-        """Publish ``data`` retained on the health topic (thread-safe; the latest one is sent
-        again on each new connection)."""
-        if self.topics.health is not None:
-            self._health.append(data)
-            self.wake()
-
-    def _queue_health(self, queue: deque[Message], again: bool = False) -> None:
-        """New health payloads from the agent (or, ``again``, the last one for a new session)."""
-        if again and self._last_health is not None and not self._health:
-            self._health.append(self._last_health)
-        while self._health:
-            self._last_health = self._health.popleft()
-            msg = self.build.health(self._last_health)
-            if msg is not None:
-                queue.append(msg)
 
     # -- life cycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -269,30 +239,12 @@ class MqttUplinkWorker(BrokerAnswers):
         self._readings(rows, per_message, queue, 0)
         return [(m.topic, m.data if isinstance(m.data, bytes) else m.data.encode(), m.seqs) for m in queue]
 
-    def _alarm_set(self, queue: deque[Message], shown: int) -> int:
-        """Queue the retained set of active alarms when it changed since ``shown``; the version shown."""
-        if self.alarms is None:
-            return shown
-        version, body = self.alarms.published
-        if version != shown:
-            queue.append(self.build.alarm_set(body))
-        return version
-
     # -- the delivery loop --------------------------------------------------------------
     def _deliver(self, conn: Connection, reader: OutboxReader, inflight: dict[int, Message]) -> None:
         """Until the connection is lost, stalls or the agent stops: settle PUBACKs, read the buffer
         into the ready queues, hand messages to paho, and sleep when there is nothing to do."""
-        self.outbox.sync()
-        q = SessionQueues(self.outbox.last_seq, self.build.announcements(),
-                          TokenBucket(self.cfg.backlog_rate, self.cfg.backlog_batch, time.monotonic()))
-        # alarm events first: those the buffer holds (raised while the link was down), then the active set
-        self.build.alarm_events(reader.alarm_rows(self.bit, q.live_floor), q.alarm)
-        q.alarms_shown = self._alarm_set(q.alarm, q.alarms_shown)
-        self._queue_health(q.other, again=True)
-        if self.changes is not None:
-            self.changes.reset()
+        q = self._new_session(reader)
         sent = 0
-        releases_seen = self.outbox.counters.clock_releases
         while not self._stop.is_set():
             alive = conn.loop(0.0 if sent or not inflight else 0.01)
             if self.commands is not None and self.commands.outgoing:
@@ -302,20 +254,7 @@ class MqttUplinkWorker(BrokerAnswers):
                 self._settle(conn, inflight, now)
             if not self._still_up(alive, inflight, now):
                 return
-            if self.gate and self.gate.rescan_due(now):
-                self.gate.rescan_started(now)
-                self.outbox.sync()  # acknowledgements so far are committed: they are not read again
-                q.rescan(inflight.values())
-            if self.outbox.counters.clock_releases != releases_seen:  # held readings got their UTC time
-                releases_seen = self.outbox.counters.clock_releases
-                self.outbox.sync()
-                q.rescan(inflight.values())
-            if self._announce_again:  # a reload changed the birth or the device metadata
-                self._announce_again = False
-                q.other.extend(self.build.announcements())
-            self._queue_evictions(q, reader, inflight)
-            if self._health:
-                self._queue_health(q.other)
+            self._take_updates(q, reader, inflight, now)
             self._fill(q, reader, conn, inflight, now)
             sent = self._hand_over(q, conn, inflight, now)
             if sent < 0:
@@ -341,15 +280,6 @@ class MqttUplinkWorker(BrokerAnswers):
                 self._lost_with(inflight, "no PUBACK")
                 return False
         return True
-
-    def _queue_evictions(self, q: SessionQueues, reader: OutboxReader, inflight: dict[int, Message]) -> None:
-        """Announce eviction records not yet announced (on the status topic)."""
-        if self.outbox.counters.eviction_records == q.evictions_seen:
-            return
-        q.evictions_seen = self.outbox.counters.eviction_records
-        self.outbox.sync()
-        announcing = q.eviction_ids(inflight.values())
-        q.other.extend(self.build.eviction_notice(ev) for ev in reader.evictions(self.bit) if ev.id not in announcing)
 
     def _fill(self, q: SessionQueues, reader: OutboxReader, conn: Connection, inflight: dict[int, Message],
               now: float) -> None:
