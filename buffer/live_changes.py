@@ -7,7 +7,6 @@ them is committed. A mixin of :class:`buffer.outbox.Outbox`: it shares the write
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -16,11 +15,11 @@ from .clockfix import ClockFix, release_held
 from .completeness import DayOf
 from .recovery import OutboxCounters
 from .uplinkbits import UplinkChange
-from .writequeue import HoldFromNow, Item
+from .writequeue import HoldFromNow, WriteQueue
 
 
 class LiveChanges:
-    _queue: queue.SimpleQueue[Item]
+    _queue: WriteQueue
     _thread: threading.Thread | None
     _conn: sqlite3.Connection
     _fixes: list[ClockFix]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -55,6 +54,7 @@ from .writequeue import (
     SetAside,
     Stop,
     SyncPoint,
+    WriteQueue,
 )
 
 __all__ = ["ALARM_STATUS", "EVICT_FRACTION", "EVICT_MIN_ROWS", "Eviction", "Outbox", "OutboxCounters", "OutboxReader",
@@ -111,7 +111,7 @@ class Outbox(LiveChanges, Recovery):
         self.last_seq = self._next_seq - 1
         if reset is not None:
             self._record_reset(reset)
-        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._queue = WriteQueue()
         self._listeners: list[Callable[[int], None]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -155,7 +155,7 @@ class Outbox(LiveChanges, Recovery):
 
     def submit(self, reading: Reading) -> None:
         """Queue a reading for the next group commit (thread-safe, never blocks)."""
-        self._queue.put(reading)
+        self._queue.put_reading(reading)
 
     def submit_event(self, reading: Reading, key: str, state: str) -> None:
         """Queue an event reading (``status`` names its kind, e.g. :data:`ALARM_STATUS`) and the
@@ -243,35 +243,30 @@ class Outbox(LiveChanges, Recovery):
 
     def _gather(self, block: bool, wait: float | None = None) -> bool:
         """Move queued items into the writer's hands, for up to one commit interval after the
-        first. True when asked to stop."""
-        try:
-            first = self._queue.get(timeout=wait) if block else self._queue.get_nowait()
-        except queue.Empty:
+        first (``block``: waiting up to ``wait`` seconds for one). True when asked to stop."""
+        q = self._queue
+        items = q.take()
+        if not items and block:
+            q.wait(wait)
+            items = q.take()
+        if not items:
             return self._stop.is_set()
-        stop = self._take(first)
         now = time.monotonic()
+        stop, synced, acked = self._take_all(items)
         deadline = self._readings_due if self._held else now + self.commit_interval
-        if isinstance(first, ACK_ITEMS):
+        if acked:  # an acknowledgement not committed is a duplicate after a crash
             deadline = min(deadline, now + ACK_COMMIT)
-        while not stop and not isinstance(first, SyncPoint):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                item = self._queue.get(timeout=left)
-            except queue.Empty:
-                break
-            stop = self._take(item)
-            if isinstance(item, SyncPoint):
-                break
-            if isinstance(item, ACK_ITEMS):  # an acknowledgement not committed is a duplicate after a crash
-                deadline = min(deadline, time.monotonic() + ACK_COMMIT)
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            stop = self._take(item) or stop
+        q.armed = True  # readings queued from now on wait for the deadline without waking us
+        try:
+            while not (stop or synced) and (left := deadline - time.monotonic()) > 0:
+                q.wait(left)
+                more_stop, synced, acked = self._take_all(q.take())
+                stop = stop or more_stop
+                if acked:
+                    deadline = min(deadline, time.monotonic() + ACK_COMMIT)
+        finally:
+            q.armed = False
+        stop = self._take_all(q.take())[0] or stop
         if self._trouble and len(self._held) > MAX_HELD:  # only while the disk refuses commits
             drop = len(self._held) - MAX_HELD
             del self._held[:drop]
@@ -280,6 +275,18 @@ class Outbox(LiveChanges, Recovery):
             log.error("buffer: DROPPED %d readings never committed (%s); %d held in memory",
                       drop, self._trouble or "disk trouble", len(self._held))
         return stop
+
+    def _take_all(self, items: list[Item]) -> tuple[bool, bool, bool]:
+        """Hold ``items``: (a stop among them, a sync point among them, an acknowledgement among them)."""
+        stop = synced = acked = False
+        take = self._take
+        for item in items:
+            if take(item):
+                stop = True
+            elif type(item) is not Reading:
+                synced = synced or type(item) is SyncPoint
+                acked = acked or isinstance(item, ACK_ITEMS)
+        return stop, synced, acked
 
     def _take(self, item: Item) -> bool:
         """Hold one queued item for the next commit. True for :class:`Stop`."""

@@ -8,6 +8,8 @@ never runs ahead of the readings queued before it.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from dataclasses import dataclass
 
 from drivers.reading import Reading
@@ -80,3 +82,41 @@ Item = (Reading | Acked | EvictionsAnnounced | SetAside | MetaState | SyncPoint 
         | UplinkChange | ClockFix | HoldFromNow)
 # acknowledgements are committed sooner than readings: one lost in a crash is a duplicate later
 ACK_ITEMS = (Acked, EvictionsAnnounced)
+
+
+class WriteQueue:
+    """The writer's inbox (many producers, the writer thread the one consumer).
+
+    A reading wakes the writer only while it holds nothing: once readings wait for their
+    group commit the writer is *armed* (it wakes by itself at their deadline) and takes
+    everything queued meanwhile in one go, so a steady load costs one wake-up per commit,
+    not one per poll. Every other item wakes it at once: an acknowledgement shortens the
+    deadline, a sync point ends it, a stop ends the thread.
+    """
+
+    __slots__ = ("_items", "_wake", "armed")
+
+    def __init__(self) -> None:
+        self._items: deque[Item] = deque()
+        self._wake = threading.Event()
+        self.armed = False  # set and cleared by the writer only
+
+    def put(self, item: Item) -> None:
+        self._items.append(item)
+        self._wake.set()
+
+    def put_reading(self, reading: Reading) -> None:
+        self._items.append(reading)  # deque.append is atomic: no lock on the poll path
+        if not self.armed:
+            self._wake.set()
+
+    def take(self) -> list[Item]:
+        """Everything queued so far, in order (the writer only). Clears the wake-up first, so
+        an item put after this returns wakes the next :meth:`wait`."""
+        self._wake.clear()
+        items = self._items
+        return [items.popleft() for _ in range(len(items))]
+
+    def wait(self, timeout: float | None) -> None:
+        """Sleep until woken or ``timeout`` seconds (None: until woken)."""
+        self._wake.wait(timeout)

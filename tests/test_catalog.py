@@ -455,3 +455,18 @@ def test_dtsu666_reads_the_primary_side_energies() -> None:
     assert (p.points["energy_import"].address, p.points["energy_export"].address) == (0x101E, 0x1028)
     assert p.points["power_factor"].scale == 0.001
     assert all(pt.address is not None and pt.address < 0x4000 for pt in p.points.values())
+
+
+def test_devices_naming_one_profile_file_share_one_profile(tmp_path: Path) -> None:
+    """Fifty meters of one model hold one profile (memory on a Pi), and an edited file is
+    read again (a reload sees the change)."""
+    source = next(p for p in sorted(CATALOG_DIR.rglob("*.yaml")) if not p.name.endswith(".fixture.yaml"))
+    mine = tmp_path / "meter.yaml"
+    mine.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    first, second = resolve_profile(str(mine)), resolve_profile("meter.yaml", tmp_path)
+    assert first is second
+    text = mine.read_text(encoding="utf-8")
+    name = first.name
+    mine.write_text(text.replace(f"name: {name}", f"name: {name}-v2", 1), encoding="utf-8")
+    edited = resolve_profile(str(mine))
+    assert edited is not first and edited.name == f"{name}-v2"

@@ -18,9 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from astral import Observer, sun
+if TYPE_CHECKING:
+    from astral import Observer
 
 from .config import Schedule, SetValue, Step, StepTime
 
@@ -95,6 +97,8 @@ class ScheduleEngine:
     def observer(self) -> Observer:
         loc = self.schedule.location
         assert loc is not None  # the config requires a location for sun steps
+        from astral import Observer  # loaded by sites whose schedules follow the sun, not by every agent
+
         return Observer(latitude=loc.lat, longitude=loc.lon)
 
     def day(self, day: date) -> tuple[list[Occurrence], list[Skipped]]:
@@ -196,6 +200,8 @@ class ScheduleEngine:
 
 def sun_event(t: StepTime, observer: Observer, day: date, tz: ZoneInfo) -> datetime:
     """The sun event of ``t`` on the local ``day`` (raises ValueError when it does not occur)."""
+    from astral import sun  # loaded by sites whose schedules follow the sun, not by every agent
+
     if t.event == "dawn":
         return sun.dawn(observer, date=day, tzinfo=tz)
     if t.event == "dusk":
