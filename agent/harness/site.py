@@ -48,9 +48,9 @@ def device(bus: str, profile: str | Path, unit: int | None = None, *, address: s
     return {**spec, **settings}
 
 
-def mqtt_uplink(port: int, host: str = LOCALHOST, **settings: Any) -> dict[str, Any]:
-    """The usual test and bench uplink: MQTT to a local broker on ``port``."""
-    return {"type": "mqtt", "host": host, "port": port, **settings}
+def mqtt_uplink(port: int | None, host: str = LOCALHOST, **settings: Any) -> dict[str, Any]:
+    """The usual test and bench uplink: MQTT to a local broker on ``port`` (None: the default port)."""
+    return {"type": "mqtt", "host": host, **({"port": port} if port is not None else {}), **settings}
 
 
 def hj212_uplink(port: int, mn: str, devices: list[str], host: str = LOCALHOST, **settings: Any) -> dict[str, Any]:
