@@ -61,7 +61,7 @@ def hj212_uplink(port: int, mn: str, devices: list[str], host: str = LOCALHOST, 
 def _entries(name: str, entries: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if not entries:
         return [f"{name}: {{}}"]
-    return [f"{name}:", *(f"  {key}: {flow(dict(spec))}" for key, spec in entries.items())]
+    return [f"{name}:", *(f"  {_item(key, dict(spec))}" for key, spec in entries.items())]
 
 
 def _sections(extra: Mapping[str, Any] | str) -> list[str]:
