@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import __version__
 from agent.config import MqttUplink
+from agent.harness.subscriber import Subscriber
 from agent.localbroker import LocalBroker
 from agent.uplinks.mqtt import GatewayInfo, MqttUplinkWorker
 from buffer.outbox import Outbox
@@ -156,29 +157,23 @@ class DrainOutbox(Outbox):
         super().ack(uplink, seqs)
 
 
-class LiveSubscriber:
+class LiveArrivals:
+    """When each live reading (its value ``n``) first reached a subscriber at the broker."""
+
     def __init__(self, port: int) -> None:
         self.arrived: dict[int, float] = {}
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-live-sub", protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda c, *a: c.subscribe(f"edge/{GATEWAY}/up/{LIVE_DEVICE}", qos=1)
-        self.client.on_message = self._on_message
-        self.port = port
-        self.subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.subscriber = Subscriber(port, f"edge/{GATEWAY}/up/{LIVE_DEVICE}", self._on_message,
+                                     client_id="bench-live-sub")
 
-    def start(self) -> LiveSubscriber:
-        self.client.connect("127.0.0.1", self.port)
-        self.client.loop_start()
-        if not self.subscribed.wait(10):
-            raise RuntimeError("live subscriber did not subscribe")
+    def start(self) -> LiveArrivals:
+        self.subscriber.start()
         return self
 
     def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+        self.subscriber.stop()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
         body = json.loads(msg.payload)
         with self.lock:
@@ -198,7 +193,7 @@ def drain(path: Path, broker: LocalBroker, backlog: int, live_rate: float, work:
     info = gateway_info()
     box = DrainOutbox(path, ["central"])
     box.setup_probe(backlog)
-    sub = LiveSubscriber(broker.port).start()
+    sub = LiveArrivals(broker.port).start()
     box.start()
     worker = MqttUplinkWorker("central", cfg, info, box, work)
     submitted: list[float] = []

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.harness.site import mqtt_uplink
 from buffer.schema import committed_seq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -362,7 +363,6 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float = 10) -> int
         return proc.wait()
 
 
-def mqtt_uplink_yaml(port: int, indent: str = "  ", name: str = "central", extra: str = "") -> str:
-    lines = [f"{name}:", "  type: mqtt", "  host: 127.0.0.1", f"  port: {port}", "  reconnect_max: 2s"]
-    lines += [ln for ln in extra.splitlines() if ln.strip()]
-    return "\n".join(indent + ln for ln in lines)
+def bench_uplinks(port: int) -> dict[str, dict[str, Any]]:
+    """The benchmarks' one uplink: MQTT to the local broker on ``port``."""
+    return {"central": mqtt_uplink(port, reconnect_max="2s")}

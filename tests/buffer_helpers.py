@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-
+from agent.harness.collector import Collector, readings_of
+from agent.harness.site import device, mqtt_uplink, tcp_bus, write_site
 from buffer.schema import committed_seq
 from drivers.reading import Reading
-from tests.helpers import Collector
 
 DEVICES = [f"dev-{i}" for i in range(10)]
 
@@ -75,21 +72,16 @@ def tcp_site(devices: int) -> dict[int, str]:
     return {u: SITE_PROFILES[(u - 1) % len(SITE_PROFILES)] for u in range(1, devices + 1)}
 
 
-def site_config(path: Path, *, data_dir: Path, sim_port: int, broker_port: int, devices: int = 10,
-                interval: str = "200ms", uplink_extra: str = "", max_bytes: str = "256MiB") -> Path:
-    """``devices`` TCP devices ``dev-1..n`` on two buses (two connections to the simulator)."""
-    lines = ["gateway:", "  id: site-buffer", f"  data_dir: {data_dir}", "buses:",
-             f"  lan-a: {{type: tcp, host: 127.0.0.1, port: {sim_port}, timeout: 0.5s}}",
-             f"  lan-b: {{type: tcp, host: 127.0.0.1, port: {sim_port}, timeout: 0.5s}}", "devices:"]
-    for unit, profile in tcp_site(devices).items():
-        bus = "lan-a" if unit % 2 else "lan-b"
-        lines.append(f"  dev-{unit}: {{bus: {bus}, unit: {unit}, profile: {profile}, interval: {interval}}}")
-    lines += ["uplinks:", "  central:", "    type: mqtt", "    host: 127.0.0.1", f"    port: {broker_port}",
-              "    reconnect_min: 200ms", "    reconnect_max: 1s"]
-    lines += [f"    {x}" for x in uplink_extra.strip().splitlines() if x.strip()]
-    lines += ["buffer:", f"  max_bytes: {max_bytes}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def buffer_site(path: Path, *, data_dir: Path, sim_port: int, broker_port: int, devices: int = 10,
+                interval: str = "200ms", max_bytes: str = "256MiB", **uplink_settings: Any) -> Path:
+    """``devices`` TCP devices ``dev-1..n`` on two buses (two connections to the simulator),
+    one MQTT uplink ``central`` (more of its settings as keywords)."""
+    buses = {name: tcp_bus(sim_port, timeout="0.5s") for name in ("lan-a", "lan-b")}
+    site = {f"dev-{unit}": device("lan-a" if unit % 2 else "lan-b", profile, unit, interval=interval)
+            for unit, profile in tcp_site(devices).items()}
+    central = mqtt_uplink(broker_port, reconnect_min="200ms", reconnect_max="1s", **uplink_settings)
+    return write_site(path, gateway="site-buffer", data_dir=data_dir, buses=buses, devices=site,
+                      uplinks={"central": central}, extra={"buffer": {"max_bytes": max_bytes}})
 
 
 # The platform's subscription must never be the bottleneck or the loss: mosquitto's default
@@ -102,39 +94,24 @@ def announced(status: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
     return [(s["first_seq"], s["last_seq"], s["count"]) for s in status if s.get("event") == "evicted"]
 
 
-class TimedCollector(Collector):
-    """The platform stand-in, also noting when each seq first arrived (and in what order)."""
+def first_arrivals(collector: Collector) -> dict[int, float]:
+    """When each seq first arrived at the platform."""
+    arrived: dict[int, float] = {}
+    for r in collector.readings():
+        arrived.setdefault(r.seq, r.arrived)
+    return arrived
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.arrived: dict[int, float] = {}
-        self.messages: list[tuple[float, list[int]]] = []  # (arrival, seqs) per telemetry message
-        self.redelivered: list[int] = []  # seqs the broker sent again itself (DUP flag: our PUBACK was lost)
-        self.subscribed = threading.Event()
-        self.client.on_subscribe = lambda *args: self.subscribed.set()
 
-    def count_upto(self, seq: int) -> int:
-        """How many distinct seqs <= ``seq`` have arrived."""
-        with self.lock:
-            return sum(1 for s in self.arrived if s <= seq)
+def count_upto(collector: Collector, seq: int) -> int:
+    """How many distinct seqs <= ``seq`` have arrived."""
+    return len({r.seq for r in collector.readings() if r.seq <= seq})
 
-    def start(self) -> TimedCollector:
-        """Return once the broker holds the subscription (the session keeps it across restarts)."""
-        super().start()
-        if not self.subscribed.wait(10):
-            raise AssertionError("the collector's subscription was not acknowledged")
-        return self
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        now = time.time()
-        with self.lock:
-            before = len(self.readings)
-        super()._on_message(client, userdata, msg)
-        with self.lock:
-            new = [r.seq for r in self.readings[before:]]
-            if new:
-                self.messages.append((now, new))
-                if msg.dup:
-                    self.redelivered.extend(new)
-            for s in new:
-                self.arrived.setdefault(s, now)
+def telemetry_messages(collector: Collector) -> list[tuple[float, list[int]]]:
+    """(arrival, seqs) of each telemetry message, in arrival order."""
+    return [(m.at, [r.seq for r in readings]) for m in collector.all() if (readings := readings_of(m))]
+
+
+def redelivered(collector: Collector) -> list[int]:
+    """Seqs the broker sent again itself (DUP flag: the platform's PUBACK was lost)."""
+    return [r.seq for r in collector.readings() if r.dup]

@@ -1,22 +1,17 @@
-"""Real parts for the tests: simulated slaves in a thread, an MQTT collector, the agent process."""
+"""Real parts for the tests: simulated slaves in a thread, the agent process. The site config
+builder and the MQTT collector are the shared ones in agent.harness."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.modbus.simulator.runner import SimRunner
 from drivers.modbus.simulator.server import SimSlave
@@ -79,81 +74,6 @@ class SimulatorThread:
             runner.stop()
 
 
-@dataclass
-class Received:
-    device: str
-    seq: int
-    ts: int
-    status: str
-    values: dict[str, Any]
-    topic: str
-    errors: dict[str, str] = field(default_factory=dict)
-    flags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Collector:
-    """A platform stand-in: subscribes to the gateway's topics with a persistent session."""
-
-    host: str
-    port: int
-    topic: str = "edge/#"
-    client_id: str = "test-platform"
-    readings: list[Received] = field(default_factory=list)
-    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
-    status: list[dict[str, Any]] = field(default_factory=list)
-    raw: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                  protocol=mqtt.MQTTv5)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1)
-
-    def start(self) -> Collector:
-        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect(self.host, self.port, clean_start=False, properties=props)
-        self.client.loop_start()
-        wait_for(lambda: self.client.is_connected(), 10, "the collector to connect")
-        return self
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-    def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
-        client.subscribe(self.topic, qos=1)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.raw.append((msg.topic, msg.payload))
-            try:
-                body = json.loads(msg.payload)
-            except ValueError:
-                return
-            parts = msg.topic.split("/")
-            if len(parts) >= 4 and parts[2] == "up":
-                for r in body["readings"]:
-                    self.readings.append(Received(body["device"], r["seq"], r["ts"], r["status"],
-                                                  r.get("values", {}), msg.topic, r.get("errors", {}),
-                                                  r.get("flags", {})))
-            elif len(parts) >= 4 and parts[2] == "meta":
-                self.meta[parts[3]] = body
-            elif len(parts) == 3 and parts[2] == "status":
-                self.status.append(body)
-
-    def seqs(self) -> list[int]:
-        with self.lock:
-            return [r.seq for r in self.readings]
-
-    def by_device(self, device: str) -> list[Received]:
-        with self.lock:
-            return [r for r in self.readings if r.device == device]
-
-
 class AgentProcess:
     """``edge-agent run -c FILE`` as a real process."""
 
@@ -183,18 +103,6 @@ class AgentProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def write_config(path: Path, *, gateway: str = "site-test", data_dir: Path, buses: dict[str, str],
-                 devices: dict[str, str], uplinks: str, extra: str = "") -> Path:
-    lines = ["gateway:", f"  id: {gateway}", f"  data_dir: {data_dir}", "buses:"]
-    lines += [f"  {k}: {v}" for k, v in buses.items()]
-    lines += ["devices:"] + [f"  {k}: {v}" for k, v in devices.items()]
-    lines += ["uplinks:", uplinks.rstrip("\n")]
-    if extra:
-        lines.append(extra.rstrip("\n"))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def installed_example(text: str, name: str, tmp_path: Path) -> Path:

@@ -1,105 +1,23 @@
-"""Real parts for the MQTT uplink tests: a recording subscriber, an in-process uplink rig
-(a real SQLite outbox and the real MqttUplinkWorker), and mosquitto password files."""
+"""Real parts for the MQTT uplink tests: an in-process uplink rig (a real SQLite outbox and
+the real MqttUplinkWorker) and mosquitto password files. The platform stand-in that
+subscribes is agent.harness.collector.Collector."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config import MqttUplink
 from agent.uplinks.mqtt import GatewayInfo, MqttUplinkWorker
 from buffer.outbox import Outbox
 from drivers.reading import Reading
-from tests.helpers import wait_for
 
 GATEWAY = "site-test"
-
-
-@dataclass
-class Message:
-    topic: str
-    body: Any
-    retain: bool
-    at: float  # time.time() when it arrived
-
-
-@dataclass
-class Recorder:
-    """A platform stand-in: subscribes to ``topic`` (persistent session) and keeps every message."""
-
-    port: int
-    topic: str = "#"
-    client_id: str = "test-recorder"
-    username: str | None = None
-    password: str | None = None
-    host: str = "127.0.0.1"
-    messages: list[Message] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
-        if self.username:
-            self.client.username_pw_set(self.username, self.password)
-        self.client.on_connect = lambda c, *a: c.subscribe(self.topic, qos=1)
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1)
-
-    def start(self) -> Recorder:
-        props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect(self.host, self.port, clean_start=False, properties=props)
-        self.client.loop_start()
-        wait_for(self.client.is_connected, 10, "the recorder to connect")
-        return self
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            body = json.loads(msg.payload)
-        except ValueError:
-            body = msg.payload
-        with self.lock:
-            self.messages.append(Message(msg.topic, body, bool(msg.retain), time.time()))
-
-    def on(self, topic: str) -> list[Message]:
-        with self.lock:
-            return [m for m in self.messages if m.topic == topic]
-
-    def readings(self, prefix: str = f"edge/{GATEWAY}/up/") -> list[dict[str, Any]]:
-        """Native readings, each with ``device`` and ``arrived`` added."""
-        with self.lock:
-            msgs = [m for m in self.messages if m.topic.startswith(prefix)]
-        return [{**r, "device": m.body["device"], "arrived": m.at} for m in msgs for r in m.body["readings"]]
-
-    def seqs(self, prefix: str = f"edge/{GATEWAY}/up/") -> set[int]:
-        return {r["seq"] for r in self.readings(prefix)}
-
-
-def retained(port: int, topic: str, timeout: float = 5.0, **login: str) -> Any:
-    """What a platform connecting now gets as the retained message on ``topic`` (JSON)."""
-    rec = Recorder(port, topic, client_id=f"retained-{time.monotonic_ns()}", **login)
-    rec.start()
-    try:
-        wait_for(lambda: bool(rec.on(topic)), timeout, f"a retained message on {topic}")
-        msg = rec.on(topic)[0]
-        assert msg.retain, f"{topic}: not retained"
-        return msg.body
-    finally:
-        rec.stop()
 
 
 def broker_lines(*lines: str) -> str:

@@ -9,22 +9,20 @@ from pathlib import Path
 
 from agent.alarms.engine import STATE_KEY
 from agent.config import load_config
+from agent.harness.site import device, tcp_bus, write_site
 from agent.reload import reload_config
 from agent.runtime import Agent
 from buffer.outbox import ALARM_STATUS, Outbox
 from drivers.reading import Reading
-from tests.helpers import write_config
 
 T0 = 1_795_000_000_000
 
 
 def site(tmp_path: Path, interval: str) -> Path:
-    dust = f"{{bus: lan, unit: 1, profile: renke-dust-all-in-one, interval: {interval}}}"
-    return write_config(tmp_path / "config.yaml", data_dir=tmp_path / "data",
-                        buses={"lan": "{type: tcp, host: 127.0.0.1, port: 1502}"},
-                        devices={"dust-1": dust},
-                        uplinks="  {}\n",
-                        extra="alarms:\n  dusty: {device: dust-1, point: pm2_5, above: 75, fast_poll: 2s}\n")
+    dusty = {"device": "dust-1", "point": "pm2_5", "above": 75, "fast_poll": "2s"}
+    return write_site(tmp_path / "config.yaml", data_dir=tmp_path / "data", buses={"lan": tcp_bus(1502)},
+                      devices={"dust-1": device("lan", "renke-dust-all-in-one", 1, interval=interval)},
+                      extra={"alarms": {"dusty": dusty}})
 
 
 def test_an_agent_restarted_with_a_raised_fast_poll_alarm_starts_and_polls_fast(tmp_path: Path) -> None:

@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 
+from agent.harness.collector import Collector, retained
+from agent.harness.site import device, mqtt_uplink, tcp_bus, write_site
+from agent.harness.subscriber import Message
 from agent.localbroker import LocalBroker, free_port
 from tests.helpers import AgentProcess, SimulatorThread, edge_agent, wait_for
-from tests.mqtt_support import GATEWAY, Message, Recorder, broker_lines, retained
+from tests.mqtt_support import GATEWAY, broker_lines
 
 pytestmark = pytest.mark.slow  # real processes, brokers and a simulated gauge
 
@@ -20,33 +23,26 @@ ALARM_TOPIC = f"edge/{GATEWAY}/alarm/level-1"
 EVENT_KEYS = {"seq", "ts", "alarm", "state", "severity", "point", "value", "threshold"}
 
 
-def config(tmp_path: Path, sim: SimulatorThread, uplinks: str, *, interval: str, alarms: str = "",
-           report: str = "") -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(f"""\
-gateway: {{id: {GATEWAY}, data_dir: {tmp_path / "data"}}}
-buses:
-  lan: {{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}, timeout: 1s}}
-devices:
-  level-1: {{bus: lan, unit: 1, profile: generic-submersible-level-transmitter, interval: {interval}{report}}}
-uplinks:
-{uplinks}
-{alarms}
-""")
-    return path
+def config(tmp_path: Path, sim: SimulatorThread, uplinks: dict[str, dict[str, Any]], *, interval: str,
+           alarms: str = "", report: dict[str, Any] | None = None) -> Path:
+    """The level gauge on Modbus TCP; ``alarms`` is the YAML of the rules under test."""
+    gauge = device("lan", "generic-submersible-level-transmitter", 1, interval=interval,
+                   **({"report": report} if report else {}))
+    return write_site(tmp_path / "config.yaml", gateway=GATEWAY, data_dir=tmp_path / "data",
+                      buses={"lan": tcp_bus(sim.tcp_port, timeout="1s")}, devices={"level-1": gauge},
+                      uplinks=uplinks, extra=alarms)
 
 
-def mqtt_uplink(name: str, port: int, **extra: str) -> str:
-    settings = "".join(f", {k}: {v}" for k, v in extra.items())
-    return f"  {name}: {{type: mqtt, host: 127.0.0.1, port: {port}, reconnect_min: 200ms, reconnect_max: 1s{settings}}}"
+def uplink(port: int, **settings: Any) -> dict[str, Any]:
+    return mqtt_uplink(port, reconnect_min="200ms", reconnect_max="1s", **settings)
 
 
-def alarm_events(rec: Recorder) -> list[dict[str, Any]]:
+def alarm_events(rec: Collector) -> list[dict[str, Any]]:
     return [m.body for m in rec.on(ALARM_TOPIC)]
 
 
-def level_ts(rec: Recorder, after_ms: float) -> list[int]:
-    return sorted(r["ts"] for r in rec.readings() if r["device"] == "level-1" and r["ts"] >= after_ms)
+def level_ts(rec: Collector, after_ms: float) -> list[int]:
+    return sorted(r.ts for r in rec.readings() if r.device == "level-1" and r.ts >= after_ms)
 
 
 def test_flood_alarm_raised_fast_polled_and_cleared_once(tmp_path: Path) -> None:
@@ -54,8 +50,8 @@ def test_flood_alarm_raised_fast_polled_and_cleared_once(tmp_path: Path) -> None
     sim = SimulatorThread(tcp={1: "generic-submersible-level-transmitter"}).start()
     gauge = sim.slave("tcp", 1)
     gauge.override["water_level"] = 0.10
-    rec = Recorder(broker.port, "edge/#").start()
-    cfg = config(tmp_path, sim, mqtt_uplink("city-ops", broker.port), interval="2s", alarms="""\
+    rec = Collector(broker.port, "edge/#").start()
+    cfg = config(tmp_path, sim, {"city-ops": uplink(broker.port)}, interval="2s", alarms="""\
 alarms:
   underpass-flood: {device: level-1, point: water_level, above: 0.30, clear_at: 0.25,
                     for: 1s, severity: critical, fast_poll: 300ms}""")
@@ -117,8 +113,8 @@ def test_alarm_raised_while_the_broker_is_down_arrives_first_with_its_ts(tmp_pat
     sim = SimulatorThread(tcp={1: "generic-submersible-level-transmitter"}).start()
     gauge = sim.slave("tcp", 1)
     gauge.override["water_level"] = 0.10
-    rec = Recorder(broker.port, "edge/#").start()
-    cfg = config(tmp_path, sim, mqtt_uplink("city-ops", broker.port), interval="300ms", alarms="""\
+    rec = Collector(broker.port, "edge/#").start()
+    cfg = config(tmp_path, sim, {"city-ops": uplink(broker.port)}, interval="300ms", alarms="""\
 alarms:
   underpass-flood: {device: level-1, point: water_level, above: 0.30, clear_at: 0.25, severity: critical}""")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
@@ -148,7 +144,7 @@ alarms:
                and any(r["ts"] < back * 1000 for r in m.body["readings"])]
     assert backlog, "the outage's readings were delivered"
     assert first_alarm < min(backlog), "the alarm went ahead of the backlog"
-    seqs = sorted(rec.seqs() | {event["seq"]})
+    seqs = sorted(set(rec.seqs()) | {event["seq"]})
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), "no reading lost, the event in the same seq"
 
 
@@ -157,13 +153,12 @@ def test_deadband_platform_gets_moved_values_and_heartbeats_buffer_every_reading
     sim = SimulatorThread(tcp={1: "generic-submersible-level-transmitter"}).start()
     gauge = sim.slave("tcp", 1)
     gauge.override["water_level"] = 1.0
-    rec = Recorder(broker.port, "edge/#").start()
-    quiet = "{deadband: 0, max_silence: 2s}"
-    report = (f",\n            report: {{water_level: {{deadband: 0.05, max_silence: 2s}}, unit_code: {quiet},"
-              f" decimals: {quiet}, range_zero: {quiet}, range_full: {quiet}}}")
+    rec = Collector(broker.port, "edge/#").start()
+    quiet = {"deadband": 0, "max_silence": "2s"}
+    report = {"water_level": {"deadband": 0.05, "max_silence": "2s"}, "unit_code": quiet, "decimals": quiet,
+              "range_zero": quiet, "range_full": quiet}
     # the archive's broker is away: every reading stays in the buffer for it
-    uplinks = "\n".join([mqtt_uplink("city-ops", broker.port, on_change="true"),
-                         mqtt_uplink("archive", free_port())])
+    uplinks = {"city-ops": uplink(broker.port, on_change=True), "archive": uplink(free_port())}
     cfg = config(tmp_path, sim, uplinks, interval="250ms", report=report)
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
@@ -180,7 +175,7 @@ def test_deadband_platform_gets_moved_values_and_heartbeats_buffer_every_reading
         sim.stop()
         broker.stop()
     assert rc == 0, agent.log()
-    got = [(r["ts"], r["values"]["water_level"]) for r in rec.readings() if "water_level" in r["values"]]
+    got = [(r.ts, r.values["water_level"]) for r in rec.readings() if "water_level" in r.values]
     window = [(ts, v) for ts, v in got if start * 1000 <= ts <= end * 1000]
     values = [v for _, v in window]
     for (ts0, v0), (ts1, v1) in itertools.pairwise(got):
@@ -189,7 +184,7 @@ def test_deadband_platform_gets_moved_values_and_heartbeats_buffer_every_reading
     assert 1.12 not in values, "a move within the deadband is not"
     assert 3 <= len(window) <= 7, window
     # heartbeats: the quiet points too, every 2 s only
-    zero = [r["ts"] for r in rec.readings() if "range_zero" in r["values"]]
+    zero = [r.ts for r in rec.readings() if "range_zero" in r.values]
     assert zero and all(b - a >= 1900 for a, b in itertools.pairwise(zero)), zero
     # the buffer holds one reading per interval all the same
     with sqlite3.connect(tmp_path / "data" / "outbox.db") as db:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.site import device, mqtt_uplink, tcp_bus, write_site
 from buffer.outbox import Outbox
 from buffer.schema import LATEST
 from drivers.reading import Reading
@@ -31,22 +32,11 @@ T0 = 1_714_550_400_000  # 2024-05-01T08:00:00Z
 
 
 def config(tmp_path: Path, max_bytes: str = "256MiB") -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(f"""gateway:
-  id: site-cmd
-  data_dir: data
-buses:
-  lan: {{type: tcp, host: 127.0.0.1, port: 1502}}
-devices:
-  dust-1: {{bus: lan, unit: 1, profile: renke-dust-all-in-one, interval: 10s}}
-  meter-1: {{bus: lan, unit: 2, profile: eastron-sdm630, interval: 10s}}
-uplinks:
-  central: {{type: mqtt, host: 127.0.0.1, port: 1883}}
-  city-ops: {{type: mqtt, host: 127.0.0.1, port: 1884}}
-buffer:
-  max_bytes: {max_bytes}
-""")
-    return path
+    return write_site(tmp_path / "config.yaml", gateway="site-cmd", data_dir="data", buses={"lan": tcp_bus(1502)},
+                      devices={"dust-1": device("lan", "renke-dust-all-in-one", 1, interval="10s"),
+                               "meter-1": device("lan", "eastron-sdm630", 2, interval="10s")},
+                      uplinks={"central": mqtt_uplink(1883), "city-ops": mqtt_uplink(1884)},
+                      extra={"buffer": {"max_bytes": max_bytes}})
 
 
 def site_reading(i: int) -> Reading:

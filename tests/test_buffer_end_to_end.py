@@ -10,19 +10,22 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.collector import Collector
 from agent.localbroker import LocalBroker
 from buffer.outbox import Outbox
 from drivers.reading import Reading
 from tests.buffer_helpers import (
     BROKER_EXTRA,
-    TimedCollector,
     announced,
+    buffer_site,
     committed_high_water,
+    count_upto,
     evicted_ranges,
     expand,
-    site_config,
+    first_arrivals,
     stored_seqs,
     tcp_site,
+    telemetry_messages,
 )
 from tests.helpers import AgentProcess, SimulatorThread, wait_for
 
@@ -47,10 +50,10 @@ def test_evictions_are_announced_and_are_exactly_what_the_platform_misses(tmp_pa
     before_agent = evicted_ranges(db, "central")
     assert before_agent
     broker = LocalBroker(workdir=tmp_path / "broker", persistent=True, extra=BROKER_EXTRA).start()
-    collector = TimedCollector(broker.host, broker.port).start()
+    collector = Collector(broker.port, host=broker.host).start()
     broker.stop()  # the platform is unreachable: the agent buffers, and its buffer is full
     sim = SimulatorThread(tcp=tcp_site(4)).start()
-    cfg = site_config(tmp_path / "config.yaml", data_dir=data, sim_port=sim.tcp_port, broker_port=broker.port,
+    cfg = buffer_site(tmp_path / "config.yaml", data_dir=data, sim_port=sim.tcp_port, broker_port=broker.port,
                       devices=4, interval="100ms", max_bytes="256KiB")
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
@@ -59,7 +62,7 @@ def test_evictions_are_announced_and_are_exactly_what_the_platform_misses(tmp_pa
         wait_for(lambda: max(b for _, b, _ in evicted_ranges(db, "central")) > last_evicted, 30,
                  "an eviction by the agent")
         broker.start()
-        wait_for(lambda: len(announced(collector.status)) >= len(evicted_ranges(db, "central"))
+        wait_for(lambda: len(announced(collector.status())) >= len(evicted_ranges(db, "central"))
                  and len(stored_seqs(db)) < 100, 60, "announcements and the backlog to arrive")
         time.sleep(1)
     finally:
@@ -71,7 +74,7 @@ def test_evictions_are_announced_and_are_exactly_what_the_platform_misses(tmp_pa
     assert "BUFFER FULL (max_bytes)" in agent.log()
     committed = committed_high_water(db)
     received = set(collector.seqs())
-    told = announced(collector.status)
+    told = announced(collector.status())
     lost = expand(told)
     missing = set(range(1, committed + 1)) - received - stored_seqs(db)
     print(f"evictions: committed={committed} received={len(received)} announced ranges={len(told)}"
@@ -89,14 +92,14 @@ def test_a_large_backlog_drains_oldest_first_while_live_readings_stay_on_time(tm
     data = tmp_path / "data"
     prefill(data / "outbox.db", backlog, devices)
     broker = LocalBroker(workdir=tmp_path / "broker", persistent=True, extra=BROKER_EXTRA).start()
-    collector = TimedCollector(broker.host, broker.port).start()
+    collector = Collector(broker.port, host=broker.host).start()
     sim = SimulatorThread(tcp=tcp_site(devices)).start()
-    cfg = site_config(tmp_path / "config.yaml", data_dir=data, sim_port=sim.tcp_port, broker_port=broker.port,
+    cfg = buffer_site(tmp_path / "config.yaml", data_dir=data, sim_port=sim.tcp_port, broker_port=broker.port,
                       devices=devices, interval="200ms",
-                      uplink_extra=f"backlog_rate: {rate}\nbacklog_batch: 1000\nlive_batch: 10")
+                      backlog_rate=rate, backlog_batch=1000, live_batch=10)
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
-        wait_for(lambda: collector.count_upto(backlog) == backlog, 90, "the whole backlog", step=0.5)
+        wait_for(lambda: count_upto(collector, backlog) == backlog, 90, "the whole backlog", step=0.5)
         time.sleep(2)  # live readings after the drain, for comparison
     finally:
         rc = agent.stop()
@@ -104,10 +107,9 @@ def test_a_large_backlog_drains_oldest_first_while_live_readings_stay_on_time(tm
         broker.stop()
         sim.stop()
     assert rc == 0, agent.log()
-    with collector.lock:
-        arrived = dict(collector.arrived)
-        messages = list(collector.messages)
-        live_ts = {r.seq: r.ts for r in collector.readings if r.seq > backlog}
+    arrived = first_arrivals(collector)
+    messages = telemetry_messages(collector)
+    live_ts = {r.seq: r.ts for r in collector.readings() if r.seq > backlog}
     back = sorted((t, s) for s, t in arrived.items() if s <= backlog)
     drain_start, drain_end = back[0][0], back[-1][0]
     drain = drain_end - drain_start

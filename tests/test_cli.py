@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.site import device, serial_bus, tcp_bus, write_site
 from agent.localbroker import free_port
-from tests.helpers import SimulatorThread, edge_agent, wait_for, write_config
+from tests.helpers import SimulatorThread, edge_agent, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -31,14 +32,12 @@ def test_every_command_has_help_with_examples_or_explanation(command: str) -> No
 def test_once_prints_decoded_values_with_units(tmp_path: Path) -> None:
     sim = SimulatorThread(pty={1: "renke-dust-all-in-one"}, tcp={3: "eastron-sdm630"}).start()
     try:
-        cfg = write_config(
+        cfg = write_site(
             tmp_path / "c.yaml", data_dir=tmp_path / "data",
-            buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}}}",
-                   "lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
-            devices={"dust-1": "{bus: rs485-1, unit: 1, profile: renke-dust-all-in-one}",
-                     "meter-1": "{bus: lan, unit: 3, profile: eastron-sdm630}",
-                     "ghost": "{bus: lan, unit: 9, profile: eastron-sdm630}"},
-            uplinks="  {}")
+            buses={"rs485-1": serial_bus(sim.serial_port), "lan": tcp_bus(sim.tcp_port)},
+            devices={"dust-1": device("rs485-1", "renke-dust-all-in-one", 1),
+                     "meter-1": device("lan", "eastron-sdm630", 3),
+                     "ghost": device("lan", "eastron-sdm630", 9)})
         r = edge_agent("once", "-c", str(cfg), "--device", "dust-1")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "dust-1  (renke-dust-all-in-one, unit 1 on rs485-1)  ok" in r.stdout
@@ -65,9 +64,8 @@ def test_simulate_serves_a_tcp_slave_until_terminated(tmp_path: Path) -> None:
     try:
         wait_for(ready.exists, 20, "the simulator to be ready")
         assert json.loads(ready.read_text()) == {"tcp": f"127.0.0.1:{port}"}
-        cfg = write_config(tmp_path / "c.yaml", data_dir=tmp_path / "d",
-                           buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {port}}}"},
-                           devices={"m": "{bus: lan, unit: 1, profile: eastron-sdm630}"}, uplinks="  {}")
+        cfg = write_site(tmp_path / "c.yaml", data_dir=tmp_path / "d", buses={"lan": tcp_bus(port)},
+                         devices={"m": device("lan", "eastron-sdm630", 1)})
         r = edge_agent("once", "-c", str(cfg))
         assert r.returncode == 0, r.stdout
         assert re.search(r"voltage_l1\s+2[1-4]\d(\.\d+)? V", r.stdout)
@@ -89,8 +87,8 @@ def test_demo_shows_readings_from_all_three_devices_within_15s() -> None:
     started = time.monotonic()
     r = edge_agent("demo", "--duration", "8", timeout=90)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    for device in ("dust-1", "level-1", "meter-1"):
-        assert re.search(rf"{device}\s+seq \d+\s+\S+=", r.stdout), device
+    for name in ("dust-1", "level-1", "meter-1"):
+        assert re.search(rf"{name}\s+seq \d+\s+\S+=", r.stdout), name
     firsts = re.search(r"readings from all 3 devices \((.*)\)", r.stdout)
     assert firsts, r.stdout[-2000:]
     for seconds in re.findall(r"after ([\d.]+)s", firsts.group(1)):

@@ -15,6 +15,8 @@ import pytest
 
 from agent.clock import ClockGuard
 from agent.config import load_config
+from agent.harness.collector import Collector
+from agent.harness.site import device, mqtt_uplink, tcp_bus, write_site
 from agent.ipc import ask
 from agent.localbroker import LocalBroker
 from agent.runtime import Agent
@@ -22,7 +24,7 @@ from buffer.clockfix import ClockFix
 from buffer.inspection import read_stats
 from buffer.outbox import Outbox
 from drivers.reading import Reading
-from tests.helpers import Collector, SimulatorThread, wait_for, write_config
+from tests.helpers import SimulatorThread, wait_for
 
 DAY_MS = 86_400_000
 
@@ -79,38 +81,36 @@ class InProcessAgent:
 @pytest.mark.slow
 def test_readings_taken_while_unsynced_arrive_with_corrected_times(tmp_path: Path, broker: LocalBroker) -> None:
     sim = SimulatorThread(tcp={1: "eastron-sdm630"}).start()
-    cfg = write_config(tmp_path / "config.yaml", data_dir=tmp_path / "data",
-                       buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
-                       devices={"meter-1": "{bus: lan, unit: 1, profile: eastron-sdm630, interval: 200ms}"},
-                       uplinks=f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n"
-                               f"    reconnect_max: 1s\n")
-    collector = Collector(broker.host, broker.port).start()
+    cfg = write_site(tmp_path / "config.yaml", data_dir=tmp_path / "data", buses={"lan": tcp_bus(sim.tcp_port)},
+                     devices={"meter-1": device("lan", "eastron-sdm630", 1, interval="200ms")},
+                     uplinks={"central": mqtt_uplink(broker.port, reconnect_max="1s")})
+    collector = Collector(broker.port, host=broker.host).start()
     try:
         # before the "reboot": a good clock
         agent = InProcessAgent(cfg, FakeClock("boot-1")).start()
-        wait_for(lambda: len(collector.readings) >= 5, 20, "readings before the reboot")
+        wait_for(lambda: len(collector.readings()) >= 5, 20, "readings before the reboot")
         agent.stop()
-        wait_for(lambda: len(collector.readings) == len(set(collector.seqs())) and
-                 max(collector.seqs()) >= len(collector.readings), 5, "the last readings before the reboot")
-        last_before = max(r.ts for r in collector.readings)
-        before = len(collector.readings)
+        wait_for(lambda: len(collector.readings()) == len(set(collector.seqs())) and
+                 max(collector.seqs()) >= len(collector.readings()), 5, "the last readings before the reboot")
+        last_before = max(r.ts for r in collector.readings())
+        before = len(collector.readings())
         # after it: the Pi guessed a time three days back, and NTP has not synced yet
         clock = FakeClock("boot-2", wall_offset_ms=-3 * DAY_MS, synced=False)
         unsynced_from = time.time_ns() // 1_000_000
         agent = InProcessAgent(cfg, clock).start()
         time.sleep(2.0)
-        assert len(collector.readings) == before  # held back: nothing published with a wrong time
+        assert len(collector.readings()) == before  # held back: nothing published with a wrong time
         state = ask(tmp_path / "data", "clock")  # what `status` shows, from the running daemon
         assert state["good"] is False and "before the last time seen" in str(state["reason"])
         unsynced_until = time.time_ns() // 1_000_000
         clock.wall_offset_ms, clock.synced = 0, True  # NTP steps the clock
-        wait_for(lambda: len(collector.readings) >= before + 15, 20, "the held readings")
+        wait_for(lambda: len(collector.readings()) >= before + 15, 20, "the held readings")
         agent.stop()
     finally:
         collector.stop()
         sim.stop()
     now = time.time_ns() // 1_000_000
-    after = collector.readings[before:]
+    after = collector.readings()[before:]
     assert all(last_before < r.ts <= now for r in after), [r.ts - last_before for r in after]
     held = [r for r in after if r.ts <= unsynced_until]
     assert len(held) >= 7  # about 2 s at 200 ms
@@ -124,31 +124,30 @@ def test_readings_taken_while_unsynced_arrive_with_corrected_times(tmp_path: Pat
 def test_held_readings_of_a_boot_that_never_synced_go_out_before_the_next_boot(
         tmp_path: Path, broker: LocalBroker) -> None:
     sim = SimulatorThread(tcp={1: "eastron-sdm630"}).start()
-    cfg = write_config(tmp_path / "config.yaml", data_dir=tmp_path / "data",
-                       buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
-                       devices={"meter-1": "{bus: lan, unit: 1, profile: eastron-sdm630, interval: 200ms}"},
-                       uplinks=f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n")
-    collector = Collector(broker.host, broker.port).start()
+    cfg = write_site(tmp_path / "config.yaml", data_dir=tmp_path / "data", buses={"lan": tcp_bus(sim.tcp_port)},
+                     devices={"meter-1": device("lan", "eastron-sdm630", 1, interval="200ms")},
+                     uplinks={"central": mqtt_uplink(broker.port)})
+    collector = Collector(broker.port, host=broker.host).start()
     try:
         agent = InProcessAgent(cfg, FakeClock("boot-1")).start()
-        wait_for(lambda: len(collector.readings) >= 3, 20, "readings before the reboot")
+        wait_for(lambda: len(collector.readings()) >= 3, 20, "readings before the reboot")
         agent.stop()
         time.sleep(0.3)
-        last_before = max(r.ts for r in collector.readings)
-        before = len(collector.readings)
+        last_before = max(r.ts for r in collector.readings())
+        before = len(collector.readings())
         agent = InProcessAgent(cfg, FakeClock("boot-2", wall_offset_ms=-DAY_MS, synced=False)).start()
         time.sleep(1.0)
         agent.stop()  # power cut before NTP ever answered
-        assert len(collector.readings) == before
+        assert len(collector.readings()) == before
         boot3 = FakeClock("boot-3")
         agent = InProcessAgent(cfg, boot3).start()
-        wait_for(lambda: len(collector.readings) >= before + 8, 20, "the earlier boot's readings")
+        wait_for(lambda: len(collector.readings()) >= before + 8, 20, "the earlier boot's readings")
         agent.stop()
     finally:
         collector.stop()
         sim.stop()
     now = time.time_ns() // 1_000_000
-    assert all(last_before <= r.ts <= now for r in collector.readings[before:])
+    assert all(last_before <= r.ts <= now for r in collector.readings()[before:])
 
 
 def test_a_clock_jump_is_logged_once_and_readings_are_held_until_the_clock_is_good(

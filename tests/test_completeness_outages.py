@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.collector import Collector
+from agent.harness.site import device, mqtt_uplink, serial_bus, write_site
 from agent.health.days import LocalDays
 from agent.localbroker import LocalBroker
-from tests.helpers import AgentProcess, Collector, SimulatorThread, edge_agent, wait_for, write_config
+from tests.helpers import AgentProcess, SimulatorThread, edge_agent, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +27,19 @@ INTERVAL = 0.25
 def test_counts_match_the_truth_through_device_broker_and_agent_outages(tmp_path: Path,
                                                                        broker: LocalBroker) -> None:
     sim = SimulatorThread(pty={1: "renke-dust-all-in-one"}).start()
-    cfg = write_config(
+    cfg = write_site(
         tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}, timeout: 0.2s, retries: 0}}"},
-        devices={"dust-1": f"{{bus: rs485-1, unit: 1, profile: renke-dust-all-in-one, interval: {INTERVAL}s}}"},
-        uplinks=f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n"
-                "    reconnect_min: 200ms\n    reconnect_max: 1s\n")
-    collector = Collector(broker.host, broker.port).start()
+        buses={"rs485-1": serial_bus(sim.serial_port, timeout="0.2s", retries=0)},
+        devices={"dust-1": device("rs485-1", "renke-dust-all-in-one", 1, interval=f"{INTERVAL}s")},
+        uplinks={"central": mqtt_uplink(broker.port, reconnect_min="200ms", reconnect_max="1s")})
+    collector = Collector(broker.port, host=broker.host).start()
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
         wait_for(lambda: len(collector.seqs()) >= 8, 30, "first readings")
         sim.slave("pty", 1).set_fault("dead")  # the device dies for 3 s
         time.sleep(3)
         sim.slave("pty", 1).set_fault("none")
-        wait_for(lambda: any(r.status == "ok" for r in collector.readings[-3:]), 30, "the device back")
+        wait_for(lambda: any(r.status == "ok" for r in collector.readings()[-3:]), 30, "the device back")
         broker.stop()  # the platform's broker is gone for 3 s
         time.sleep(3)
         broker.start()
@@ -47,7 +48,7 @@ def test_counts_match_the_truth_through_device_broker_and_agent_outages(tmp_path
         stopped = time.time()
         time.sleep(3)
         agent = AgentProcess(cfg, tmp_path / "agent2.log").start()
-        wait_for(lambda: max(r.ts for r in collector.readings) > stopped * 1000 + 2000, 30, "polling again")
+        wait_for(lambda: max(r.ts for r in collector.readings()) > stopped * 1000 + 2000, 30, "polling again")
         time.sleep(1)
     finally:
         rc = agent.stop()
@@ -58,7 +59,7 @@ def test_counts_match_the_truth_through_device_broker_and_agent_outages(tmp_path
     db = sqlite3.connect(tmp_path / "data" / "outbox.db")
     buffered = {seq: (ts, status) for seq, ts, status in db.execute("SELECT seq, ts, status FROM readings")}
     db.close()
-    got = {r.seq: (r.ts, r.status) for r in collector.readings}
+    got = {r.seq: (r.ts, r.status) for r in collector.readings()}
     days = LocalDays("Asia/Shanghai")
     truth: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for seq, (ts, status) in {**got, **buffered}.items():

@@ -14,9 +14,10 @@ import pytest
 from agent.control.audit import AuditLog
 from agent.control.commands import Channel, CommandDesk, Decision, Target, signed_bytes
 from agent.control.config import DeviceControl
+from agent.harness.site import device, tcp_bus, write_site
 from drivers.catalog import resolve_profile
 from drivers.modbus.writes import RegisterWrite
-from tests.helpers import edge_agent, write_config
+from tests.helpers import edge_agent
 
 KEY = b"pole-secret-\xe7\x81\xaf"
 NOW_MS = 1_795_326_640_000
@@ -136,9 +137,8 @@ def test_min_toggle_refuses_relay_chatter(desk: CommandDesk, clock: Clock) -> No
 @pytest.mark.slow
 def test_audit_log_survives_reopening_and_control_log_shows_each_case(tmp_path: Path, clock: Clock) -> None:
     data = tmp_path / "data"
-    cfg = write_config(tmp_path / "poles.yaml", data_dir=data, buses={"rs485-1": "{type: tcp, host: 127.0.0.1}"},
-                       devices={"lamp-1": "{bus: rs485-1, unit: 5, profile: generic-smart-pole-lamp-controller,"
-                                          " control: {allow: [lamp_on, dim_level]}}"}, uplinks="  {}")
+    lamp = device("rs485-1", "generic-smart-pole-lamp-controller", 5, control={"allow": ["lamp_on", "dim_level"]})
+    cfg = write_site(tmp_path / "poles.yaml", data_dir=data, buses={"rs485-1": tcp_bus(502)}, devices={"lamp-1": lamp})
     r = edge_agent("control", "log", "-c", str(cfg))
     assert r.returncode == 0 and "no control log yet" in r.stdout, r.stdout + r.stderr
     desk = CommandDesk(AuditLog(data / "control.db", clock))

@@ -17,8 +17,9 @@ from agent.control.audit import AuditLog
 from agent.control.commands import Channel
 from agent.control.schedule_runner import RETRY_SECONDS
 from agent.control.service import ControlService
+from agent.harness.site import device, mqtt_uplink, serial_bus, write_site
 from agent.wiring import build_devices
-from tests.helpers import SimulatorThread, edge_agent, write_config
+from tests.helpers import SimulatorThread, edge_agent
 
 LAMP = "generic-smart-pole-lamp-controller"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -47,12 +48,11 @@ def local(d: date, h: int, mi: int = 0) -> datetime:
 
 
 def config(tmp_path: Path, port: str) -> Path:
-    return write_config(
+    return write_site(
         tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"rs485-1": f"{{type: serial, port: {port}, baudrate: 9600, timeout: 0.3s, retries: 0}}"},
-        devices={"lamp-1": f"{{bus: rs485-1, unit: 5, profile: {LAMP}, interval: 1s,"
-                           " control: {allow: [lamp_on, dim_level]}}"},
-        uplinks="  city-ops: {type: mqtt, host: 127.0.0.1, commands: true}", extra=SCHEDULE)
+        buses={"rs485-1": serial_bus(port, baudrate=9600, timeout="0.3s", retries=0)},
+        devices={"lamp-1": device("rs485-1", LAMP, 5, interval="1s", control={"allow": ["lamp_on", "dim_level"]})},
+        uplinks={"city-ops": mqtt_uplink(None, commands=True)}, extra=SCHEDULE)
 
 
 def test_a_night_on_the_fake_clock(tmp_path: Path) -> None:

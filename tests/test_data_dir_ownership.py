@@ -8,22 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.collector import Collector
+from agent.harness.site import device, mqtt_uplink, tcp_bus, write_site
 from agent.localbroker import LocalBroker
 from buffer.outbox import Outbox
 from drivers.reading import Reading
-from tests.helpers import AgentProcess, Collector, SimulatorThread, edge_agent, wait_for, write_config
+from tests.helpers import AgentProcess, SimulatorThread, edge_agent, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
 
 def _config(tmp_path: Path, sim: SimulatorThread | None, broker_port: int, uplink: str = "central") -> Path:
     port = sim.tcp_port if sim else 1
-    return write_config(
-        tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {port}, timeout: 0.5s}}"},
-        devices={"meter-1": "{bus: lan, unit: 1, profile: eastron-sdm630, interval: 200ms}"},
-        uplinks=f"  {uplink}:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker_port}\n"
-                "    reconnect_min: 200ms\n    reconnect_max: 1s\n")
+    return write_site(
+        tmp_path / "config.yaml", data_dir=tmp_path / "data", buses={"lan": tcp_bus(port, timeout="0.5s")},
+        devices={"meter-1": device("lan", "eastron-sdm630", 1, interval="200ms")},
+        uplinks={uplink: mqtt_uplink(broker_port, reconnect_min="200ms", reconnect_max="1s")})
 
 
 def _prefill(data: Path, uplink: str, n: int) -> list[int]:
@@ -85,7 +85,7 @@ def test_a_removed_uplink_with_a_backlog_stops_run_until_renamed(tmp_path: Path,
     renamed = edge_agent("buffer", "rename-uplink", "-c", str(cfg), "old-name", "central")
     assert renamed.returncode == 0, renamed.stderr
     assert "40 readings wait for it" in renamed.stdout
-    collector = Collector(broker.host, broker.port).start()
+    collector = Collector(broker.port, host=broker.host).start()
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
         wait_for(lambda: set(seqs) <= set(collector.seqs()), 30, "the renamed uplink's backlog")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.site import device, serial_bus, write_site
 from drivers.catalog import resolve_profile
 from drivers.dlt645.simulator import DLT645Simulator, SimMeter
 from drivers.simulator.pty import PtyPair
-from tests.helpers import edge_agent, write_config
+from tests.helpers import edge_agent
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -35,11 +36,10 @@ def test_once_reads_a_dlt645_meter_from_config(tmp_path: Path) -> None:
         t.start()
         assert started.wait(10)
         try:
-            cfg = write_config(
+            cfg = write_site(
                 tmp_path / "c.yaml", data_dir=tmp_path / "d",
-                buses={"rs485-2": f"{{type: serial, port: {pair.agent_end}, baudrate: 2400, parity: E}}"},
-                devices={"meter-2": "{bus: rs485-2, address: '000000000001', profile: generic-dlt645-2007}"},
-                uplinks="  {}")
+                buses={"rs485-2": serial_bus(pair.agent_end, baudrate=2400, parity="E")},
+                devices={"meter-2": device("rs485-2", "generic-dlt645-2007", address="000000000001")})
             r = edge_agent("once", "-c", str(cfg))
         finally:
             loop.call_soon_threadsafe(stop.set)
@@ -52,12 +52,11 @@ def test_once_reads_a_dlt645_meter_from_config(tmp_path: Path) -> None:
 
 
 def test_check_rejects_mixed_protocols_and_bad_meter_addresses(tmp_path: Path) -> None:
-    cfg = write_config(
+    cfg = write_site(
         tmp_path / "c.yaml", data_dir=tmp_path / "d",
-        buses={"rs485-1": "{type: serial, port: /dev/ttyUSB0, baudrate: 2400, parity: E}"},
-        devices={"meter-1": "{bus: rs485-1, address: '12345678901X', profile: generic-dlt645-2007}",
-                 "dust-1": "{bus: rs485-1, unit: 1, profile: renke-dust-all-in-one}"},
-        uplinks="  {}")
+        buses={"rs485-1": serial_bus("/dev/ttyUSB0", baudrate=2400, parity="E")},
+        devices={"meter-1": device("rs485-1", "generic-dlt645-2007", address="12345678901X"),
+                 "dust-1": device("rs485-1", "renke-dust-all-in-one", 1)})
     r = edge_agent("check", "-c", str(cfg))
     assert r.returncode == 1
     assert f"{cfg}:7: devices.meter-1.address:" in r.stdout

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.site import device, serial_bus, write_site
 from agent.simulate import parse_slaves
 from drivers.catalog import load_profile_file
 from drivers.dlt645 import decodings
 from drivers.dlt645.simulator import DLT645Simulator, SimMeter
 from drivers.simulator.pty import PtyPair
-from tests.helpers import edge_agent, wait_for, write_config
+from tests.helpers import edge_agent, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -210,13 +211,12 @@ def test_simulate_serves_meters_on_their_own_line_beside_modbus_and_once_reads_b
         wait_for(ready.exists, 20, "the simulator to be ready")
         lines = json.loads(ready.read_text())
         assert lines == {"serial": str(pty_dir / "rs485-agent"), "dlt645": str(pty_dir / "dlt645-agent")}
-        cfg = write_config(
+        cfg = write_site(
             tmp_path / "c.yaml", data_dir=tmp_path / "d",
-            buses={"rs485-1": f"{{type: serial, port: {lines['serial']}}}",
-                   "rs485-2": f"{{type: serial, port: {lines['dlt645']}, baudrate: 2400, parity: E}}"},
-            devices={"dust-1": "{bus: rs485-1, unit: 1, profile: renke-dust-all-in-one}",
-                     "meter-2": "{bus: rs485-2, address: '000000000002', profile: generic-dlt645-2007}"},
-            uplinks="  {}")
+            buses={"rs485-1": serial_bus(lines["serial"]),
+                   "rs485-2": serial_bus(lines["dlt645"], baudrate=2400, parity="E")},
+            devices={"dust-1": device("rs485-1", "renke-dust-all-in-one", 1),
+                     "meter-2": device("rs485-2", "generic-dlt645-2007", address="000000000002")})
         r = edge_agent("once", "-c", str(cfg))
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -18,11 +18,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.harness.collector import Collector, Received
+from agent.harness.site import device, hj212_uplink, mqtt_uplink, tcp_bus, write_site
 from agent.localbroker import LocalBroker, free_port
 from agent.uplinks.hj212.factors import FACTORS
 from agent.uplinks.hj212.packet import Packet, parse
 from agent.uplinks.hj212.platform import Hj212Platform
-from tests.helpers import ROOT, AgentProcess, Collector, Received, SimulatorThread, wait_for, write_config
+from tests.helpers import ROOT, AgentProcess, SimulatorThread, wait_for
 from tests.test_hj212_frame import appendix_a
 
 pytestmark = pytest.mark.slow  # real processes, a broker, a simulator
@@ -40,15 +42,12 @@ def sim() -> Iterator[SimulatorThread]:
 
 
 def site(tmp_path: Path, sim: SimulatorThread, broker: LocalBroker, hj212_port: int, rtd: str, minute: str) -> Path:
-    return write_config(
-        tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
-        devices={"dust-1": "{bus: lan, unit: 1, profile: renke-dust-all-in-one, interval: 1s}"},
-        uplinks=f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n    reconnect_max: 2s\n"
-                f"  env-bureau:\n    type: hj212\n    host: 127.0.0.1\n    port: {hj212_port}\n    mn: {MN}\n"
-                f"    pw: '123456'\n    devices: [dust-1]\n    rtd_interval: {rtd}\n    min_interval: {minute}\n"
-                f"    hourly: false\n    daily: false\n    overtime: 1s\n    recount: 1\n    reconnect_max: 1s\n"
-                f"    backlog_rate: 20\n")
+    env_bureau = hj212_uplink(hj212_port, MN, ["dust-1"], pw="123456", rtd_interval=rtd, min_interval=minute,
+                              hourly=False, daily=False, overtime="1s", recount=1, reconnect_max="1s", backlog_rate=20)
+    return write_site(
+        tmp_path / "config.yaml", data_dir=tmp_path / "data", buses={"lan": tcp_bus(sim.tcp_port)},
+        devices={"dust-1": device("lan", "renke-dust-all-in-one", 1, interval="1s")},
+        uplinks={"central": mqtt_uplink(broker.port, reconnect_max="2s"), "env-bureau": env_bureau})
 
 
 def data_time(epoch: float) -> str:
@@ -119,7 +118,7 @@ class ServerProcess:
 def test_realtime_and_minute_packets_match_the_polled_readings(tmp_path: Path, broker: LocalBroker,
                                                                sim: SimulatorThread) -> None:
     server = ServerProcess()
-    collector = Collector(broker.host, broker.port).start()
+    collector = Collector(broker.port, host=broker.host).start()
     agent = AgentProcess(site(tmp_path, sim, broker, server.port, "2s", "10s"), tmp_path / "agent.log").start()
     try:
         wait_for(lambda: len(server.packets("2051")) >= 3, 45, "three minute packets at hj212-server")
@@ -130,7 +129,7 @@ def test_realtime_and_minute_packets_match_the_polled_readings(tmp_path: Path, b
         server.stop()
     assert rc == 0, agent.log()
     assert not [line for _, line in server.lines if line.startswith("!")]  # every frame's length and CRC good
-    readings = unique(collector.by_device("dust-1"))
+    readings = unique(collector.readings("dust-1"))
     by_second = {r.ts // 1000: r for r in readings}
     rtd = server.packets("2011")
     assert len(rtd) >= 8
@@ -170,7 +169,7 @@ def test_outage_loses_no_minute_packet_and_history_answers_the_same(tmp_path: Pa
     platform = Hj212Platform().start()
     port = platform.port
     seen: list[Packet] = []
-    collector = Collector(broker.host, broker.port).start()
+    collector = Collector(broker.port, host=broker.host).start()
     agent = AgentProcess(site(tmp_path, sim, broker, port, "1s", f"{span}s"), tmp_path / "agent.log").start()
     began = time.time()
     try:
@@ -192,7 +191,7 @@ def test_outage_loses_no_minute_packet_and_history_answers_the_same(tmp_path: Pa
         seen += platform.packets()
         platform.stop()
     assert rc == 0, agent.log()
-    readings = unique(collector.by_device("dust-1"))
+    readings = unique(collector.readings("dust-1"))
     seqs = [r.seq for r in readings]  # MQTT carried every reading while the HJ 212 platform was down
     assert seqs == list(range(seqs[0], seqs[-1] + 1))
     assert any(down <= r.ts / 1000 <= up for r in readings)

@@ -17,10 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config import load_config
 from agent.control.commands import sign
 from agent.control.schedule import engines
+from agent.harness.collector import Collector
+from agent.harness.site import device, mqtt_uplink, serial_bus, write_site
 from agent.localbroker import LocalBroker
 from drivers.modbus.simulator.server import SimSlave
-from tests.helpers import AgentProcess, SimulatorThread, edge_agent, wait_for, write_config
-from tests.mqtt_support import Recorder
+from tests.helpers import AgentProcess, SimulatorThread, edge_agent, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -28,21 +29,26 @@ KEY = b"pole-secret-17"
 LAMP = "generic-smart-pole-lamp-controller"
 DOWN = "edge/site-test/down/lamp-1/set"
 REPLY = "edge/site-test/reply/lamp-1"
+UP = "edge/site-test/up/"  # telemetry of the uplink with commands (the other one is noctl/...)
+
+
+def lamp_site(tmp_path: Path, sim: SimulatorThread, uplinks: dict[str, dict[str, Any]], extra: str = "",
+              interval: str = "1s") -> Path:
+    """The lamp controller on a pty line, allowed to be switched and dimmed."""
+    return write_site(
+        tmp_path / "config.yaml", data_dir=tmp_path / "data",
+        buses={"rs485-1": serial_bus(sim.serial_port, baudrate=9600, timeout="0.5s")},
+        devices={"lamp-1": device("rs485-1", LAMP, 5, interval=interval, control={"allow": ["lamp_on", "dim_level"]})},
+        uplinks=uplinks, extra=extra)
 
 
 def lamp_config(tmp_path: Path, sim: SimulatorThread, broker: LocalBroker, extra: str = "",
                 interval: str = "1s") -> Path:
     (tmp_path / "cmd.key").write_bytes(KEY + b"\n")
-    uplink = (f"    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n    reconnect_max: 2s\n")
-    return write_config(
-        tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}, baudrate: 9600, timeout: 0.5s}}"},
-        devices={"lamp-1": f"{{bus: rs485-1, unit: 5, profile: {LAMP}, interval: {interval},"
-                           " control: {allow: [lamp_on, dim_level]}}"},
-        uplinks=(f"  city-ops:\n{uplink}    commands: true\n    command_key_file: cmd.key\n"
-                 f"    command_max_age: 5m\n"
-                 f"  telemetry-only:\n{uplink}    topic_prefix: noctl\n"),
-        extra=extra)
+    city_ops = mqtt_uplink(broker.port, reconnect_max="2s", commands=True, command_key_file="cmd.key",
+                           command_max_age="5m")
+    telemetry_only = mqtt_uplink(broker.port, reconnect_max="2s", topic_prefix="noctl")
+    return lamp_site(tmp_path, sim, {"city-ops": city_ops, "telemetry-only": telemetry_only}, extra, interval)
 
 
 class Platform:
@@ -66,7 +72,7 @@ class Platform:
         self.client.disconnect()
 
 
-def reply(rec: Recorder, cid: str, topic: str = REPLY, timeout: float = 5.0) -> tuple[dict[str, Any], float]:
+def reply(rec: Collector, cid: str, topic: str = REPLY, timeout: float = 5.0) -> tuple[dict[str, Any], float]:
     wait_for(lambda: any(m.body.get("id") == cid for m in rec.on(topic)), timeout, f"the reply to {cid}")
     msg = [m for m in rec.on(topic) if m.body.get("id") == cid][-1]
     return msg.body, msg.at
@@ -79,12 +85,12 @@ def writes(slave: SimSlave) -> int:
 def test_commands_write_refuse_and_repeat_as_the_platform_sees_them(tmp_path: Path, broker: LocalBroker) -> None:
     sim = SimulatorThread(pty={5: LAMP}).start()
     slave = sim.slave("pty", 5)
-    rec = Recorder(broker.port, "#").start()
+    rec = Collector(broker.port, "#").start()
     config = lamp_config(tmp_path, sim, broker)
     agent = AgentProcess(config, tmp_path / "agent.log").start()
     platform = Platform(broker.port)
     try:
-        wait_for(lambda: len(rec.readings()) >= 1, 30, "a first reading")
+        wait_for(lambda: len(rec.readings(prefix=UP)) >= 1, 30, "a first reading")
         time.sleep(0.5)  # both uplinks subscribed (a session subscribes as it starts)
         sent = time.time()
         platform.send({"dim_level": 60}, "c-1")
@@ -92,9 +98,9 @@ def test_commands_write_refuse_and_repeat_as_the_platform_sees_them(tmp_path: Pa
         assert first == {"id": "c-1", "status": "ok", "reason": "", "values": {"dim_level": 60}}
         assert at - sent < 2.0
         assert slave.writes() == [("holding", 0, 1)]
-        wait_for(lambda: any(r["arrived"] > at and r["values"].get("dim_level") == 60 for r in rec.readings()),
+        wait_for(lambda: any(r.arrived > at and r.values.get("dim_level") == 60 for r in rec.readings(prefix=UP)),
                  5, "a reading with dim_level 60")
-        assert all(r["values"]["dim_level"] == 60 for r in rec.readings() if r["arrived"] > at + 0.1)
+        assert all(r.values["dim_level"] == 60 for r in rec.readings(prefix=UP) if r.arrived > at + 0.1)
 
         cases = {  # id → (values, extra, status, reason)
             "c-2": ({"voltage_l1": 230}, {}, "refused", "'voltage_l1' is not allowed on lamp-1"),
@@ -119,8 +125,8 @@ def test_commands_write_refuse_and_repeat_as_the_platform_sees_them(tmp_path: Pa
         platform.send({"lamp_on": False}, "c-7", props=props)
         body, _ = reply(rec, "c-7", topic="ops/replies/42")
         assert body["status"] == "ok" and body["values"] == {"lamp_on": False}
-        wait_for(lambda: any(r["values"].get("lamp_on") is False and r["values"]["current_l1"] == 0
-                             for r in rec.readings()), 5, "a reading with the lamp off and no current")
+        wait_for(lambda: any(r.values.get("lamp_on") is False and r.values["current_l1"] == 0
+                             for r in rec.readings(prefix=UP)), 5, "a reading with the lamp off and no current")
         time.sleep(0.5)
         assert not rec.on("noctl/site-test/reply/lamp-1")
         assert slave.writes() == [("holding", 0, 1), ("coil", 0, 1)]  # c-1 and c-7 only
@@ -150,29 +156,22 @@ def test_correlation_data_comes_back_with_the_reply(tmp_path: Path, broker: Loca
     sim = SimulatorThread(pty={5: LAMP}).start()
     config = lamp_config(tmp_path, sim, broker)
     agent = AgentProcess(config, tmp_path / "agent.log").start()
-    got: list[tuple[str, bytes | None]] = []
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw", protocol=mqtt.MQTTv5)
-    sub.on_message = lambda c, u, m: got.append((m.payload.decode(), getattr(m.properties, "CorrelationData", None)))
-    sub.on_connect = lambda c, *a: c.subscribe("ops/replies/#", qos=1)
-    sub.connect("127.0.0.1", broker.port)
-    sub.loop_start()
+    sub = Collector(broker.port, "ops/replies/#").start()
     platform = Platform(broker.port)
     try:
-        wait_for(sub.is_connected, 10, "the subscriber")
         wait_for(lambda: "uplink city-ops: connected" in agent.log(), 30, "the agent's uplink")
         time.sleep(0.5)
         props = mqtt.Properties(mqtt.PacketTypes.PUBLISH)
         props.ResponseTopic, props.CorrelationData = "ops/replies/7", b"\x00\x01corr"
         platform.send({"dim_level": 55}, "k-1", props=props)
-        wait_for(lambda: bool(got), 10, "the reply on the response topic")
+        wait_for(lambda: bool(sub.all()), 10, "the reply on the response topic")
     finally:
         platform.stop()
-        sub.loop_stop()
-        sub.disconnect()
+        sub.stop()
         agent.stop()
         sim.stop()
-    payload, correlation = got[0]
-    assert json.loads(payload)["status"] == "ok" and correlation == b"\x00\x01corr"
+    got = sub.all()[0]
+    assert got.body["status"] == "ok" and getattr(got.properties, "CorrelationData", None) == b"\x00\x01corr"
 
 
 def test_technician_set_goes_through_the_running_agent_and_directly_without_it(
@@ -180,16 +179,16 @@ def test_technician_set_goes_through_the_running_agent_and_directly_without_it(
     sim = SimulatorThread(pty={5: LAMP}).start()
     slave = sim.slave("pty", 5)
     config = lamp_config(tmp_path, sim, broker, interval="1h")
-    rec = Recorder(broker.port, "#").start()
+    rec = Collector(broker.port, "#").start()
     agent = AgentProcess(config, tmp_path / "agent.log").start()
     try:
         wait_for(lambda: (tmp_path / "data" / "agent.sock").exists(), 30, "the agent's control socket")
-        wait_for(lambda: len(rec.readings()) == 1, 30, "the first reading")
+        wait_for(lambda: len(rec.readings(prefix=UP)) == 1, 30, "the first reading")
         r = edge_agent("control", "set", "-c", str(config), "lamp-1", "dim_level=35", "lamp_on=true")
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "lamp-1: ok, through the running agent; read back dim_level=35 lamp_on=true"
         # polled once more right after the write: the platform does not wait an hour to see it
-        wait_for(lambda: any(r["values"]["dim_level"] == 35 for r in rec.readings()), 5, "a reading showing 35")
+        wait_for(lambda: any(r.values["dim_level"] == 35 for r in rec.readings(prefix=UP)), 5, "a reading showing 35")
         r = edge_agent("control", "set", "-c", str(config), "lamp-1", "voltage_l1=230")
         assert r.returncode == 1 and "refused: 'voltage_l1' is not allowed on lamp-1" in r.stderr
     finally:
@@ -212,14 +211,9 @@ def test_technician_set_goes_through_the_running_agent_and_directly_without_it(
 def test_thingsboard_gateway_rpc_sets_the_lamp(tmp_path: Path, broker: LocalBroker, protocol: str) -> None:
     sim = SimulatorThread(pty={5: LAMP}).start()
     slave = sim.slave("pty", 5)
-    config = write_config(
-        tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}, baudrate: 9600, timeout: 0.5s}}"},
-        devices={"lamp-1": f"{{bus: rs485-1, unit: 5, profile: {LAMP}, interval: 1s,"
-                           " control: {allow: [lamp_on, dim_level]}}"},
-        uplinks=(f"  tb:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n    format: thingsboard\n"
-                 f"    protocol: '{protocol}'\n    commands: true\n"))
-    rec = Recorder(broker.port, "v1/gateway/rpc").start()
+    config = lamp_site(tmp_path, sim, {"tb": mqtt_uplink(broker.port, format="thingsboard", protocol=protocol,
+                                                         commands=True)})
+    rec = Collector(broker.port, "v1/gateway/rpc").start()
     agent = AgentProcess(config, tmp_path / "agent.log").start()
     platform = Platform(broker.port)
     try:
@@ -256,11 +250,11 @@ def test_the_agent_applies_the_schedule_in_force_when_it_starts(tmp_path: Path, 
     config = lamp_config(tmp_path, sim, broker, extra=schedule)
     loaded = load_config(str(config))
     wanted = engines(loaded.config.schedules, loaded.config.gateway.timezone)["street-lights"].wanted("lamp-1")
-    rec = Recorder(broker.port, "#").start()
+    rec = Collector(broker.port, "#").start()
     agent = AgentProcess(config, tmp_path / "agent.log").start()
     try:
         wait_for(lambda: len(slave.writes()) == 2, 30, "the schedule's writes at start")
-        wait_for(lambda: any(all(r["values"].get(p) == v for p, v in wanted.items()) for r in rec.readings()),
+        wait_for(lambda: any(all(r.values.get(p) == v for p, v in wanted.items()) for r in rec.readings(prefix=UP)),
                  10, f"a reading showing {wanted}")
     finally:
         rc = agent.stop()

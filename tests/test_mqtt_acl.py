@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.collector import Collector
+from agent.harness.site import device, mqtt_uplink, serial_bus, tcp_bus, write_site
 from agent.localbroker import LocalBroker
 from buffer.schema import committed_seq
-from tests.helpers import AgentProcess, SimulatorThread, wait_for, write_config
-from tests.mqtt_support import GATEWAY, Recorder, Rig, broker_lines, uplink
+from tests.helpers import AgentProcess, SimulatorThread, wait_for
+from tests.mqtt_support import GATEWAY, Rig, broker_lines, uplink
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -41,19 +43,17 @@ def acl_broker(d: Path, rules: str) -> LocalBroker:
 def test_refused_readings_stay_buffered_and_the_refusal_is_logged_once(tmp_path: Path) -> None:
     broker = acl_broker(tmp_path, DENY_DUST)
     sim = SimulatorThread(pty={1: "renke-dust-all-in-one"}, tcp={1: "eastron-sdm630"}).start()
-    rec = Recorder(broker.port, "edge/#").start()
-    cfg = write_config(
+    rec = Collector(broker.port, "edge/#").start()
+    cfg = write_site(
         tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}, baudrate: 9600}}",
-               "lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
-        devices={"dust-1": "{bus: rs485-1, unit: 1, profile: renke-dust-all-in-one, interval: 500ms}",
-                 "meter-1": "{bus: lan, unit: 1, profile: eastron-sdm630, interval: 500ms}"},
-        uplinks=f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n"
-                "    refused_retry: 1s\n", extra="logging: {level: debug}")
+        buses={"rs485-1": serial_bus(sim.serial_port, baudrate=9600), "lan": tcp_bus(sim.tcp_port)},
+        devices={"dust-1": device("rs485-1", "renke-dust-all-in-one", 1, interval="500ms"),
+                 "meter-1": device("lan", "eastron-sdm630", 1, interval="500ms")},
+        uplinks={"central": mqtt_uplink(broker.port, refused_retry="1s")}, extra={"logging": {"level": "debug"}})
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
         # several refusal periods pass: each one re-probes the denied topic
-        wait_for(lambda: len({r["seq"] for r in rec.readings() if r["device"] == "meter-1"}) >= 6, 30,
+        wait_for(lambda: len({r.seq for r in rec.readings() if r.device == "meter-1"}) >= 6, 30,
                  "meter-1 readings (allowed) to arrive")
         time.sleep(1.5)
     finally:
@@ -63,10 +63,10 @@ def test_refused_readings_stay_buffered_and_the_refusal_is_logged_once(tmp_path:
         broker.stop()
     log = agent.log()
     assert rc == 0, log
-    assert not [r for r in rec.readings() if r["device"] == "dust-1"], "the broker must have refused dust-1"
+    assert not [r for r in rec.readings() if r.device == "dust-1"], "the broker must have refused dust-1"
     db = sqlite3.connect(tmp_path / "data" / "outbox.db")
     buffered = [s for (s,) in db.execute("SELECT seq FROM readings WHERE device = 'dust-1' ORDER BY seq")]
-    meter = {r["seq"] for r in rec.readings() if r["device"] == "meter-1"}
+    meter = {r.seq for r in rec.readings() if r.device == "meter-1"}
     committed = committed_seq(db)
     # every dust-1 reading is still in the buffer: nothing lost, and the platform got every other one
     assert len(buffered) >= 6
@@ -82,13 +82,13 @@ def test_refused_readings_stay_buffered_and_the_refusal_is_logged_once(tmp_path:
 
 def test_a_refused_topic_is_delivered_once_the_broker_allows_it(tmp_path: Path) -> None:
     broker = acl_broker(tmp_path, DENY_DUST)
-    rec = Recorder(broker.port, "edge/#").start()
+    rec = Collector(broker.port, "edge/#").start()
     rig = Rig(tmp_path, {"central": uplink(broker.port, refused_retry="500ms")}, devices=("dust-1", "meter-1"))
     rig.start()
     try:
         rig.submit("dust-1", 20)
         rig.submit("meter-1", 5)
-        wait_for(lambda: len(rec.seqs()) == 5, 10, "the allowed meter-1 readings")
+        wait_for(lambda: len(set(rec.seqs())) == 5, 10, "the allowed meter-1 readings")
         worker = rig.workers["central"]
         wait_for(lambda: worker.stats.refused >= 2, 10, "a refusal and a refused probe")
         assert rig.outbox.sync()
@@ -98,13 +98,13 @@ def test_a_refused_topic_is_delivered_once_the_broker_allows_it(tmp_path: Path) 
         (tmp_path / "acl").write_text(ALLOW_ALL)
         assert broker.proc is not None
         broker.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: len(rec.seqs()) == 25, 15, "the buffered dust-1 readings after the ACL fix")
+        wait_for(lambda: len(set(rec.seqs())) == 25, 15, "the buffered dust-1 readings after the ACL fix")
         wait_for(lambda: rig.outbox.sync() and not rig.pending("central"), 5, "the buffer to empty")
     finally:
         rig.stop()
         rec.stop()
         broker.stop()
-    assert rec.seqs() == set(range(1, 26))
+    assert set(rec.seqs()) == set(range(1, 26))
 
 
 def test_under_mqtt_3_1_1_a_denied_publish_is_silently_lost(tmp_path: Path,
@@ -112,7 +112,7 @@ def test_under_mqtt_3_1_1_a_denied_publish_is_silently_lost(tmp_path: Path,
     """Why v5 is the default: mosquitto PUBACKs a denied 3.1.1 publish as a success."""
     caplog.set_level(logging.INFO)
     broker = acl_broker(tmp_path, DENY_DUST)
-    rec = Recorder(broker.port, "edge/#").start()
+    rec = Collector(broker.port, "edge/#").start()
     rig = Rig(tmp_path, {"central": uplink(broker.port, protocol="3.1.1")}).start()
     try:
         rig.submit("dust-1", 5)
@@ -122,7 +122,7 @@ def test_under_mqtt_3_1_1_a_denied_publish_is_silently_lost(tmp_path: Path,
         rig.stop()
         rec.stop()
         broker.stop()
-    assert rec.seqs() == set()  # the platform never got them, and the agent could not know
+    assert set(rec.seqs()) == set()  # the platform never got them, and the agent could not know
     assert rig.workers["central"].stats.refused == 0
     assert not [m for m in caplog.messages if "refused" in m]
 
@@ -132,7 +132,7 @@ def test_readings_skipped_while_refused_go_out_at_once_when_the_acl_is_lifted(tm
     message of one reading and the rest wait. When the probe gets through, every skipped
     reading goes out on the live connection, without waiting for a reconnect."""
     broker = acl_broker(tmp_path, DENY_DUST)
-    rec = Recorder(broker.port, "edge/#").start()
+    rec = Collector(broker.port, "edge/#").start()
     rig = Rig(tmp_path, {"central": uplink(broker.port, refused_retry="1s")}, devices=("dust-1",))
     rig.start()
     worker = rig.workers["central"]
@@ -153,13 +153,13 @@ def test_readings_skipped_while_refused_go_out_at_once_when_the_acl_is_lifted(tm
         time.sleep(1 + 1.5)  # one refused_retry for the probe, then everything skipped goes at once
         done.set()
         feeder.join()
-        wait_for(lambda: len(rec.seqs()) == len(rig.submitted), 3, "every skipped dust-1 reading")
+        wait_for(lambda: len(set(rec.seqs())) == len(rig.submitted), 3, "every skipped dust-1 reading")
     finally:
         done.set()
         rig.stop()
         rec.stop()
         broker.stop()
-    assert rec.seqs() == set(range(1, len(rig.submitted) + 1))
+    assert set(rec.seqs()) == set(range(1, len(rig.submitted) + 1))
     assert worker.stats.connects == 1, "delivered on the same connection, not after a reconnect"
 
 
@@ -176,7 +176,7 @@ def test_a_new_session_probes_refused_topics_at_once(tmp_path: Path) -> None:
         broker.stop()
         (tmp_path / "acl").write_text(ALLOW_ALL)
         broker.start()
-        rec = Recorder(broker.port, "edge/#").start()
+        rec = Collector(broker.port, "edge/#").start()
         try:
             wait_for(lambda: rig.outbox.sync() and not rig.pending("central"), 15,
                      "the refused readings to go out in the new session")

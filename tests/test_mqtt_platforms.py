@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from agent.harness.collector import Collector
+from agent.harness.subscriber import Message
 from agent.localbroker import LocalBroker
 from tests.helpers import AgentProcess, SimulatorThread, wait_for
-from tests.mqtt_support import GATEWAY, Message, Recorder, Rig, broker_lines, uplink
+from tests.mqtt_support import GATEWAY, Rig, broker_lines, uplink
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -27,8 +29,8 @@ def test_one_platform_down_does_not_delay_the_other_which_catches_up_after(tmp_p
     central = LocalBroker(workdir=tmp_path / "central", persistent=True, extra=broker_lines()).start()
     city = LocalBroker(workdir=tmp_path / "city", persistent=True, extra=broker_lines()).start()
     sim = SimulatorThread(tcp={1: "eastron-sdm630", 2: "generic-radar-level-80ghz"}).start()
-    rec_central = Recorder(central.port, "edge/#", client_id="central-platform").start()
-    rec_city = Recorder(city.port, "v1/#", client_id="city-platform").start()
+    rec_central = Collector(central.port, "edge/#", client_id="central-platform").start()
+    rec_city = Collector(city.port, "v1/#", client_id="city-platform").start()
     config = tmp_path / "config.yaml"
     config.write_text(f"""\
 gateway: {{id: {GATEWAY}, data_dir: {tmp_path / "data"}}}
@@ -52,7 +54,7 @@ uplinks:
 """)
     agent = AgentProcess(config, tmp_path / "agent.log").start()
     try:
-        wait_for(lambda: len(rec_central.seqs()) >= 4 and rec_city.on("v1/gateway/telemetry"), 20,
+        wait_for(lambda: len(set(rec_central.seqs())) >= 4 and rec_city.on("v1/gateway/telemetry"), 20,
                  "readings on both platforms")
         city.stop()
         down_from = time.time()
@@ -60,7 +62,7 @@ uplinks:
         down_to = time.time()
         city.start()
         # the city platform gets everything the central one got, after the outage
-        wait_for(lambda: {(r["device"], r["ts"]) for r in rec_central.readings() if r["ts"] < down_to * 1000}
+        wait_for(lambda: {(r.device, r.ts) for r in rec_central.readings() if r.ts < down_to * 1000}
                  <= tb_readings(rec_city.on("v1/gateway/telemetry")), 20, "the city platform to catch up")
         time.sleep(1)
     finally:
@@ -72,15 +74,15 @@ uplinks:
         city.stop()
     assert rc == 0, agent.log()
     central_readings = rec_central.readings()
-    during = [r for r in central_readings if down_from * 1000 <= r["ts"] <= down_to * 1000]
+    during = [r for r in central_readings if down_from * 1000 <= r.ts <= down_to * 1000]
     assert len(during) >= 2 * (OUTAGE / 0.5) - 4, "the central platform kept getting readings"
-    late = [(r["seq"], round(r["arrived"] - r["ts"] / 1000, 2)) for r in central_readings
-            if r["arrived"] - r["ts"] / 1000 > 2.0]
+    late = [(r.seq, round(r.arrived - r.ts / 1000, 2)) for r in central_readings
+            if r.arrived - r.ts / 1000 > 2.0]
     assert not late, f"central readings more than 2 s late: {late}"
-    seqs = sorted(rec_central.seqs())
+    seqs = sorted(set(rec_central.seqs()))
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), "no gap on the central platform"
     # every reading, ok or not, reached the city platform too: none lost in the outage
-    central_set = {(r["device"], r["ts"]) for r in central_readings}
+    central_set = {(r.device, r.ts) for r in central_readings}
     city_set = tb_readings(rec_city.on("v1/gateway/telemetry"))
     newest = max(ts for _, ts in central_set)
     assert {x for x in central_set if x[1] < newest - 1500} <= city_set
@@ -89,7 +91,7 @@ uplinks:
 
 def test_thingsboard_payloads_on_a_subscriber(tmp_path: Path) -> None:
     broker = LocalBroker(workdir=tmp_path / "broker", extra=broker_lines()).start()
-    rec = Recorder(broker.port, "v1/#").start()
+    rec = Collector(broker.port, "v1/#").start()
     rig = Rig(tmp_path, {"city-ops": uplink(broker.port, format="thingsboard")}, devices=("dust-1", "level-1"))
     rig.start()
     try:

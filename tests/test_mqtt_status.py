@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
+from agent.harness.collector import Collector, retained
+from agent.harness.site import device, mqtt_uplink, tcp_bus, write_site
 from agent.localbroker import LocalBroker
 from tests.helpers import AgentProcess, SimulatorThread, wait_for
-from tests.mqtt_support import GATEWAY, Recorder, retained
+from tests.mqtt_support import GATEWAY
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -20,39 +22,26 @@ STATUS = f"edge/{GATEWAY}/status"
 
 
 def _config(tmp_path: Path, sim: SimulatorThread, broker: LocalBroker) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(f"""\
-gateway:
-  id: {GATEWAY}
-  data_dir: {tmp_path / "data"}
-  location: "31.2304,121.4737"
-buses:
-  lan: {{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}
-devices:
-  meter-1: {{bus: lan, unit: 1, profile: eastron-sdm630, interval: 500ms}}
-  level-1: {{bus: lan, unit: 2, profile: generic-radar-level-80ghz, interval: 500ms, location: well 7}}
-uplinks:
-  central:
-    type: mqtt
-    host: 127.0.0.1
-    port: {broker.port}
-    keepalive: 5s
-""")
-    return path
+    return write_site(
+        tmp_path / "config.yaml", gateway=GATEWAY, data_dir=tmp_path / "data",
+        gateway_settings={"location": "31.2304,121.4737"}, buses={"lan": tcp_bus(sim.tcp_port)},
+        devices={"meter-1": device("lan", "eastron-sdm630", 1, interval="500ms"),
+                 "level-1": device("lan", "generic-radar-level-80ghz", 2, interval="500ms", location="well 7")},
+        uplinks={"central": mqtt_uplink(broker.port, keepalive="5s")})
 
 
-def _online(rec: Recorder) -> bool:
+def _online(rec: Collector) -> bool:
     return any(m.body.get("status") == "online" for m in rec.on(STATUS))
 
 
 def test_birth_metadata_and_the_last_will_when_the_agent_is_killed(tmp_path: Path, broker: LocalBroker) -> None:
     sim = SimulatorThread(tcp={1: "eastron-sdm630", 2: "generic-radar-level-80ghz"}).start()
-    rec = Recorder(broker.port, f"edge/{GATEWAY}/#").start()
+    rec = Collector(broker.port, f"edge/{GATEWAY}/#").start()
     config = _config(tmp_path, sim, broker)
     t0 = int(time.time() * 1000)
     agent = AgentProcess(config, tmp_path / "agent.log").start()
     try:
-        wait_for(lambda: _online(rec) and len(rec.seqs()) >= 2, 20, "the birth message and readings")
+        wait_for(lambda: _online(rec) and len(set(rec.seqs())) >= 2, 20, "the birth message and readings")
         birth = retained(broker.port, STATUS)
         meter = retained(broker.port, f"edge/{GATEWAY}/meta/meter-1")
         level = retained(broker.port, f"edge/{GATEWAY}/meta/level-1")
@@ -78,10 +67,10 @@ def test_birth_metadata_and_the_last_will_when_the_agent_is_killed(tmp_path: Pat
 def test_a_clean_stop_says_offline_too(tmp_path: Path, broker: LocalBroker) -> None:
     """A clean DISCONNECT discards the will, so the agent publishes offline itself."""
     sim = SimulatorThread(tcp={1: "eastron-sdm630", 2: "generic-radar-level-80ghz"}).start()
-    rec = Recorder(broker.port, f"edge/{GATEWAY}/#").start()
+    rec = Collector(broker.port, f"edge/{GATEWAY}/#").start()
     agent = AgentProcess(_config(tmp_path, sim, broker), tmp_path / "agent.log").start()
     try:
-        wait_for(lambda: _online(rec) and len(rec.seqs()) >= 2, 20, "the birth message and readings")
+        wait_for(lambda: _online(rec) and len(set(rec.seqs())) >= 2, 20, "the birth message and readings")
         rc = agent.stop(signal.SIGTERM)
         after = retained(broker.port, STATUS)
     finally:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.collector import Collector
 from agent.localbroker import LocalBroker, free_port
 from agent.uplinks.mqtt import MqttUplinkWorker
 from tests.certs import Pki, tls_listener
 from tests.helpers import wait_for
-from tests.mqtt_support import Recorder, Rig, broker_lines, password_file, uplink
+from tests.mqtt_support import Rig, broker_lines, password_file, uplink
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -72,12 +73,12 @@ def test_tls_with_a_private_ca_and_a_password_delivers(site: TlsSite, tmp_path: 
                                                        caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     (tmp_path / "central.pass").write_text(PASSWORD + "\n")
-    rec = Recorder(site.plain, "edge/#").start()
+    rec = Collector(site.plain, "edge/#").start()
     cfg = uplink(site.good, tls={"ca": str(site.pki.cert)}, username="site-001", password_file="central.pass")
     rig = Rig(tmp_path, {"central": cfg}).start()
     try:
         rig.submit(n=5)
-        wait_for(lambda: len(rec.seqs()) == 5, 10, "5 readings over TLS")
+        wait_for(lambda: len(set(rec.seqs())) == 5, 10, "5 readings over TLS")
     finally:
         rig.stop()
         rec.stop()
@@ -120,14 +121,14 @@ def test_each_tls_and_login_failure_has_its_own_clear_message(site: TlsSite, tmp
 
 
 def test_mutual_tls(site: TlsSite, tmp_path: Path) -> None:
-    rec = Recorder(site.plain, "edge/#").start()
+    rec = Collector(site.plain, "edge/#").start()
     with_cert = uplink(site.mutual, tls={"ca": str(site.pki.cert), "cert": str(site.client_cert),
                                          "key": str(site.client_key)})
     without = uplink(site.mutual, tls={"ca": str(site.pki.cert)}, client_id="site-test-nocert")
     rig = Rig(tmp_path, {"with-cert": with_cert, "without-cert": without}).start()
     try:
         rig.submit(n=3)
-        wait_for(lambda: len(rec.seqs()) == 3, 10, "3 readings over mutual TLS")
+        wait_for(lambda: len(set(rec.seqs())) == 3, 10, "3 readings over mutual TLS")
         error = _first_error(rig, "without-cert")
     finally:
         rig.stop()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.collector import Collector
+from agent.harness.site import device, mqtt_uplink, tcp_bus, write_site
 from agent.localbroker import LocalBroker
 from drivers.catalog import resolve_profile
 from drivers.modbus.bus import ModbusBus
@@ -19,7 +21,7 @@ from drivers.modbus.device import ModbusDevice
 from drivers.modbus.simulator.runner import SimRunner
 from drivers.modbus.simulator.server import SimSlave
 from drivers.reading import Polled
-from tests.helpers import AgentProcess, Collector, edge_agent, wait_for, write_config
+from tests.helpers import AgentProcess, edge_agent, wait_for
 
 pytestmark = pytest.mark.slow  # real processes, brokers or lines: `pytest -m "not slow"` skips them
 
@@ -27,28 +29,27 @@ SDM630_POINTS = set(resolve_profile("eastron-sdm630").points)
 
 
 def meter_config(tmp_path: Path, tcp_port: int, broker: LocalBroker, profile: str = "eastron-sdm630") -> Path:
-    return write_config(
-        tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {tcp_port}}}"},
-        devices={"meter-1": f"{{bus: lan, unit: 1, profile: {profile}, interval: 300ms}}"},
-        uplinks=f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n    reconnect_max: 2s\n")
+    return write_site(
+        tmp_path / "config.yaml", data_dir=tmp_path / "data", buses={"lan": tcp_bus(tcp_port)},
+        devices={"meter-1": device("lan", profile, 1, interval="300ms")},
+        uplinks={"central": mqtt_uplink(broker.port, reconnect_max="2s")})
 
 
 def test_a_nan_power_factor_keeps_every_other_value(tmp_path: Path, broker: LocalBroker) -> None:
     slave = SimSlave(unit=1, profile=resolve_profile("eastron-sdm630"), override={"power_factor": math.nan})
     sim = SimRunner([slave], "tcp").start()
-    collector = Collector(broker.host, broker.port).start()
+    collector = Collector(broker.port, host=broker.host).start()
     cfg = meter_config(tmp_path, sim.tcp_port, broker)
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
-        wait_for(lambda: len(collector.by_device("meter-1")) >= 3, 30, "3 readings of the meter")
+        wait_for(lambda: len(collector.readings("meter-1")) >= 3, 30, "3 readings of the meter")
         once = edge_agent("once", "-c", str(cfg))
     finally:
         rc = agent.stop()
         collector.stop()
         sim.stop()
     assert rc == 0, agent.log()
-    for r in collector.by_device("meter-1"):
+    for r in collector.readings("meter-1"):
         assert r.status == "partial", r
         assert r.errors == {"power_factor": "nan"}
         assert set(r.values) == SDM630_POINTS - {"power_factor"}
@@ -94,11 +95,11 @@ def test_invalid_and_out_of_range_values_reach_the_platform_as_such(tmp_path: Pa
     slave = SimSlave(unit=1, profile=resolve_profile(str(own)), override={"pm10": 4000},
                      raw={("holding", 0x0203): 0xFFFF})
     sim = SimRunner([slave], "tcp").start()
-    collector = Collector(broker.host, broker.port).start()
+    collector = Collector(broker.port, host=broker.host).start()
     cfg = meter_config(tmp_path, sim.tcp_port, broker, profile=str(own))
     agent = AgentProcess(cfg, tmp_path / "agent.log").start()
     try:
-        wait_for(lambda: len(collector.by_device("meter-1")) >= 3, 30, "3 readings")
+        wait_for(lambda: len(collector.readings("meter-1")) >= 3, 30, "3 readings")
         broker.stop()  # what waits in the buffer keeps the same quality: export it
         wait_for(lambda: committed(tmp_path) >= 3, 30, "readings buffered while the broker is down")
     finally:
@@ -107,7 +108,7 @@ def test_invalid_and_out_of_range_values_reach_the_platform_as_such(tmp_path: Pa
         sim.stop()
         broker.start()
     assert rc == 0, agent.log()
-    for r in collector.by_device("meter-1"):
+    for r in collector.readings("meter-1"):
         assert r.status == "partial" and r.errors == {"tsp": "invalid"}, r
         assert r.values["pm10"] == 4000 and r.flags == {"pm10": "over_range"}, r  # kept, flagged
         assert "tsp" not in r.values

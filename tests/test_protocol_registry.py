@@ -19,12 +19,14 @@ import pytest
 
 from agent.cli import main as cli_main
 from agent.config import load_config
+from agent.harness.collector import Collector
+from agent.harness.site import device, mqtt_uplink, serial_bus, tcp_bus, write_site
 from agent.localbroker import LocalBroker
 from agent.runtime import run_agent
 from drivers import protocols
 from drivers.catalog import load_profile_file
 from drivers.yamlsource import SourceError
-from tests.helpers import Collector, wait_for, write_config
+from tests.helpers import wait_for
 from tests.toyproto.protocol import TOY
 
 TOY_PROFILE = Path(__file__).parent / "toyproto" / "toy-thermo.yaml"
@@ -108,39 +110,36 @@ def test_a_toy_profile_is_validated_by_its_own_model(toy_registered: None, tmp_p
 def test_a_toy_device_is_polled_and_published_end_to_end(toy_registered: None, tmp_path: Path,
                                                           broker: LocalBroker) -> None:
     toy = ToyServer().start()
-    cfg = write_config(
-        tmp_path / "c.yaml", data_dir=tmp_path / "data",
-        buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {toy.port}, timeout: 1s}}"},
-        devices={"thermo-1": f"{{bus: lan, unit: 3, profile: {TOY_PROFILE}, interval: 500ms}}"},
-        uplinks=f"  central: {{type: mqtt, host: 127.0.0.1, port: {broker.port}}}")
+    cfg = write_site(
+        tmp_path / "c.yaml", data_dir=tmp_path / "data", buses={"lan": tcp_bus(toy.port, timeout="1s")},
+        devices={"thermo-1": device("lan", TOY_PROFILE, 3, interval="500ms")},
+        uplinks={"central": mqtt_uplink(broker.port)})
     (tmp_path / "data").mkdir()
     loaded = load_config(cfg)
-    collector = Collector(broker.host, broker.port).start()
+    collector = Collector(broker.port, host=broker.host).start()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     agent = threading.Thread(target=loop.run_until_complete, args=(run_agent(loaded, stop),))
     agent.start()
     try:
-        wait_for(lambda: len(collector.by_device("thermo-1")) >= 3, 20, "three toy readings at the broker")
+        wait_for(lambda: len(collector.readings("thermo-1")) >= 3, 20, "three toy readings at the broker")
     finally:
         loop.call_soon_threadsafe(stop.set)
         agent.join(15)
         collector.stop()
         toy.stop()
-    readings = collector.by_device("thermo-1")
+    readings = collector.readings("thermo-1")
     assert all(r.status == "partial" for r in readings)
     assert all(r.values == {"temperature": 23.1, "humidity": 48.0} for r in readings)
     assert all(r.errors == {"pressure": "exception_02"} for r in readings)
-    assert collector.meta["thermo-1"]["units"] == {"temperature": "°C", "humidity": "%RH", "pressure": "kPa"}
+    assert collector.meta()["thermo-1"]["units"] == {"temperature": "°C", "humidity": "%RH", "pressure": "kPa"}
     assert "3 GET t" in toy.requests and "3 GET p" in toy.requests
 
 
 def test_check_applies_the_protocols_address_rule_and_bus_types(toy_registered: None, tmp_path: Path) -> None:
-    cfg = write_config(
-        tmp_path / "c.yaml", data_dir=tmp_path / "data",
-        buses={"rs485": "{type: serial, port: /dev/null}"},
-        devices={"thermo-1": f"{{bus: rs485, unit: 120, profile: {TOY_PROFILE}}}"},
-        uplinks="  {}")
+    cfg = write_site(
+        tmp_path / "c.yaml", data_dir=tmp_path / "data", buses={"rs485": serial_bus("/dev/null")},
+        devices={"thermo-1": device("rs485", TOY_PROFILE, 120)})
     with pytest.raises(SourceError) as caught:
         load_config(cfg)
     messages = [str(p) for p in caught.value.problems]

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 from agent.config import load_config
+from agent.harness.site import device, mqtt_uplink, tcp_bus, write_site
 from agent.reload import plan_reload, restart_only
-from tests.helpers import write_config
 
 
 def test_planning_a_reload_writes_no_serializer_warnings(tmp_path: Path) -> None:
     """Each SIGHUP compares every device's profile; the lamp controller's simulated points
     (``value: 0``) made pydantic print warnings to the journal on every reload."""
     def config(interval: str) -> Path:
-        return write_config(tmp_path / f"config-{interval}.yaml", data_dir=tmp_path / "data",
-                            buses={"lan": "{type: tcp, host: 127.0.0.1, port: 1502}"},
-                            devices={"lamp-1": "{bus: lan, unit: 5, profile: generic-smart-pole-lamp-controller,"
-                                               f" interval: {interval}}}"},
-                            uplinks="  {}\n")
+        return write_site(tmp_path / f"config-{interval}.yaml", data_dir=tmp_path / "data",
+                          buses={"lan": tcp_bus(1502)},
+                          devices={"lamp-1": device("lan", "generic-smart-pole-lamp-controller", 5, interval=interval)})
 
     old, new = load_config(config("30s")), load_config(config("10s"))
     with warnings.catch_warnings():
@@ -27,17 +26,17 @@ def test_planning_a_reload_writes_no_serializer_warnings(tmp_path: Path) -> None
     assert plan.devices == {"lamp-1"} and plan.new_devices == {"lamp-1"}
 
 
-def site(tmp_path: Path, name: str, report: str = "", extra: str = "") -> Path:
-    dust = "{bus: lan, unit: 1, profile: renke-dust-all-in-one, interval: 10s" + report + "}"
-    return write_config(tmp_path / name, data_dir=tmp_path / "data",
-                        buses={"lan": "{type: tcp, host: 127.0.0.1, port: 1502}"}, devices={"dust-1": dust},
-                        uplinks="  city: {type: mqtt, host: 127.0.0.1, port: 1883, on_change: true}\n"
-                                "  raw: {type: mqtt, host: 127.0.0.1, port: 1884}\n", extra=extra)
+def site(tmp_path: Path, name: str, deadband: float | None = None, extra: dict[str, Any] | None = None) -> Path:
+    report = {"report": {"pm2_5": {"deadband": deadband}}} if deadband is not None else {}
+    return write_site(tmp_path / name, data_dir=tmp_path / "data", buses={"lan": tcp_bus(1502)},
+                      devices={"dust-1": device("lan", "renke-dust-all-in-one", 1, interval="10s", **report)},
+                      uplinks={"city": mqtt_uplink(1883, on_change=True), "raw": mqtt_uplink(1884)},
+                      extra=extra or {})
 
 
 def test_a_changed_report_setting_rebuilds_the_on_change_uplinks_that_filter_with_it(tmp_path: Path) -> None:
-    old = load_config(site(tmp_path, "a.yaml", ", report: {pm2_5: {deadband: 5}}"))
-    new = load_config(site(tmp_path, "b.yaml", ", report: {pm2_5: {deadband: 20}}"))
+    old = load_config(site(tmp_path, "a.yaml", deadband=5))
+    new = load_config(site(tmp_path, "b.yaml", deadband=20))
     plan = plan_reload(old, new)
     assert plan.uplinks == {"city"} and plan.kept_uplinks == {"raw"}
     assert plan_reload(old, old).uplinks == set()
@@ -45,8 +44,8 @@ def test_a_changed_report_setting_rebuilds_the_on_change_uplinks_that_filter_wit
 
 def test_settings_read_only_at_start_are_named_when_a_reload_changes_them(tmp_path: Path) -> None:
     old = load_config(site(tmp_path, "a.yaml"))
-    new = load_config(site(tmp_path, "b.yaml", extra="health: {interval: 1m}\nclock: {step: 60s}\n"
-                                                      "metrics: {listen: 127.0.0.1:9109}\n"))
+    new = load_config(site(tmp_path, "b.yaml", extra={"health": {"interval": "1m"}, "clock": {"step": "60s"},
+                                                      "metrics": {"listen": "127.0.0.1:9109"}}))
     new.config.gateway.timezone = "Europe/Berlin"
     assert restart_only(old, new) == ["gateway.timezone", "clock", "health", "metrics"]
     assert restart_only(old, old) == []
@@ -60,10 +59,9 @@ def test_a_reload_that_renames_the_gateway_shows_the_new_id_in_status_and_health
     from agent.runtime import Agent
 
     def config(gateway: str) -> Path:
-        return write_config(tmp_path / "config.yaml", gateway=gateway, data_dir=tmp_path / "data",
-                            buses={"lan": "{type: tcp, host: 127.0.0.1, port: 1502}"},
-                            devices={"dust-1": "{bus: lan, unit: 1, profile: renke-dust-all-in-one, enabled: false}"},
-                            uplinks="  {}\n")
+        return write_site(tmp_path / "config.yaml", gateway=gateway, data_dir=tmp_path / "data",
+                          buses={"lan": tcp_bus(1502)},
+                          devices={"dust-1": device("lan", "renke-dust-all-in-one", 1, enabled=False)})
 
     async def main() -> tuple[str, str]:
         agent = Agent(load_config(config("site-old")))

@@ -13,21 +13,22 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.collector import retained
+from agent.harness.site import device, mqtt_uplink, serial_bus, write_site
 from agent.localbroker import LocalBroker, free_port
-from tests.helpers import ROOT, AgentProcess, SimulatorThread, edge_agent, wait_for, write_config
-from tests.mqtt_support import retained
+from tests.helpers import ROOT, AgentProcess, SimulatorThread, edge_agent, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 def site(tmp_path: Path, sim: SimulatorThread, broker: LocalBroker, metrics_port: int) -> Path:
-    return write_config(
+    return write_site(
         tmp_path / "config.yaml", data_dir=tmp_path / "data",
-        buses={"rs485-1": f"{{type: serial, port: {sim.serial_port}, timeout: 0.3s, retries: 0}}"},
-        devices={"dust-1": "{bus: rs485-1, unit: 1, profile: renke-dust-all-in-one, interval: 500ms}",
-                 "level-1": "{bus: rs485-1, unit: 2, profile: generic-radar-level-80ghz, interval: 500ms}"},
-        uplinks=f"  central:\n    type: mqtt\n    host: 127.0.0.1\n    port: {broker.port}\n    reconnect_max: 2s\n",
-        extra=f"health: {{interval: 10s}}\nmetrics: {{listen: 127.0.0.1:{metrics_port}}}\n",
+        buses={"rs485-1": serial_bus(sim.serial_port, timeout="0.3s", retries=0)},
+        devices={"dust-1": device("rs485-1", "renke-dust-all-in-one", 1, interval="500ms"),
+                 "level-1": device("rs485-1", "generic-radar-level-80ghz", 2, interval="500ms")},
+        uplinks={"central": mqtt_uplink(broker.port, reconnect_max="2s")},
+        extra={"health": {"interval": "10s"}, "metrics": {"listen": f"127.0.0.1:{metrics_port}"}},
     )
 
 

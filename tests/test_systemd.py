@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.harness.site import device, tcp_bus, write_site
 from agent.logsetup import JournalFormatter, journal_attached
 from agent.sdnotify import Notifier
-from tests.helpers import ROOT, SimulatorThread, write_config
+from tests.helpers import ROOT, SimulatorThread
 
 UNIT = ROOT / "systemd" / "edge-agent.service"
 
@@ -42,10 +43,8 @@ def _receive(sock: socket.socket, until: str, timeout: float) -> list[str]:
 @pytest.mark.slow
 def test_ready_watchdog_status_and_reload_reach_the_notify_socket(tmp_path: Path) -> None:
     sim = SimulatorThread(tcp={1: "eastron-sdm630"}).start()
-    cfg = write_config(tmp_path / "config.yaml", data_dir=tmp_path / "data",
-                       buses={"lan": f"{{type: tcp, host: 127.0.0.1, port: {sim.tcp_port}}}"},
-                       devices={"meter-1": "{bus: lan, unit: 1, profile: eastron-sdm630, interval: 1s}"},
-                       uplinks="  {}")
+    cfg = write_site(tmp_path / "config.yaml", data_dir=tmp_path / "data", buses={"lan": tcp_bus(sim.tcp_port)},
+                     devices={"meter-1": device("lan", "eastron-sdm630", 1, interval="1s")})
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(address)
