@@ -1,10 +1,10 @@
 """When the disk says no: a full store, a failing disk, a corrupt file.
 
-The buffer's writer (outbox.py) commits; this is what it does when a commit fails. A full
-store frees room (pending acknowledgements first, then the oldest readings, evicted
-loudly and recorded for every uplink to announce, then the reserve file); a corrupt file
-is moved aside and the agent carries on in a fresh one, announcing what may be lost;
-other errors keep the readings in memory and retry.
+The buffer's writer commits (:mod:`buffer.commit`); this is what it does when a commit
+fails. A full store frees room (pending acknowledgements first, then the oldest readings,
+evicted loudly and recorded for every uplink to announce, then the reserve file); a
+corrupt file is moved aside and the agent carries on in a fresh one, announcing what may
+be lost; other errors keep the readings in memory and retry.
 """
 
 from __future__ import annotations
