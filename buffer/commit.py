@@ -165,15 +165,7 @@ class GroupCommit:
         for bit, ids in self._eacks.items():
             c.executemany("UPDATE evictions SET pending = pending & ? WHERE id = ?",
                           [(~(1 << bit), i) for i in ids])
-        at = int(time.time() * 1000)
-        for a in self._asides:  # leaves the uplink's backlog, announced as a loss
-            c.execute("DELETE FROM readings WHERE seq = ? AND (pending & ?) = 0", (a.seq, ~(1 << a.bit)))
-            c.execute("UPDATE readings SET pending = pending & ? WHERE seq = ?", (~(1 << a.bit), a.seq))
-            c.execute("INSERT INTO evictions(at, first_seq, last_seq, count, reason, pending, uplink)"
-                      " VALUES (?, ?, ?, 1, ?, ?, ?)", (at, a.seq, a.seq, a.why, 1 << a.bit, a.uplink))
-        if self._unrecorded_drops:
-            c.execute("INSERT INTO counters(name, value) VALUES ('dropped', ?)"
-                      " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (self._unrecorded_drops,))
+        self._record_losses()
         c.execute("COMMIT")
         self._unrecorded_drops = 0
         if meta:
@@ -193,6 +185,20 @@ class GroupCommit:
         if announce:  # new readings or new eviction records: sleeping uplinks have work
             for cb in self._listeners:
                 cb(self.last_seq)
+
+    def _record_losses(self) -> None:
+        """Inside the commit's transaction: readings set aside leave their uplink's backlog,
+        recorded as one-reading losses to announce; readings dropped from memory are counted."""
+        c = self._conn
+        at = int(time.time() * 1000)
+        for a in self._asides:  # leaves the uplink's backlog, announced as a loss
+            c.execute("DELETE FROM readings WHERE seq = ? AND (pending & ?) = 0", (a.seq, ~(1 << a.bit)))
+            c.execute("UPDATE readings SET pending = pending & ? WHERE seq = ?", (~(1 << a.bit), a.seq))
+            c.execute("INSERT INTO evictions(at, first_seq, last_seq, count, reason, pending, uplink)"
+                      " VALUES (?, ?, ?, 1, ?, ?, ?)", (at, a.seq, a.seq, a.why, 1 << a.bit, a.uplink))
+        if self._unrecorded_drops:
+            c.execute("INSERT INTO counters(name, value) VALUES ('dropped', ?)"
+                      " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (self._unrecorded_drops,))
 
     def _apply_acks(self, bit: int, seqs: list[int]) -> None:
         """Clear ``bit`` on acknowledged readings (inside the commit's transaction); with
