@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .clockfix import ClockFix, release_held
 from .completeness import DayOf
@@ -30,14 +31,10 @@ class LiveChanges:
     day_of: DayOf | None
     last_seq: int
 
-    def _gather(self, block: bool, wait: float | None = None) -> bool:
-        raise NotImplementedError
-
-    def _flush(self, force: bool = False) -> bool:
-        raise NotImplementedError
-
-    def _note_trouble(self, exc: BaseException) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the writer's, for the type checker only: a stub here would hide them at run time
+        def _gather(self, block: bool, wait: float | None = None) -> bool: ...
+        def _flush(self, force: bool = False) -> bool: ...
+        def _note_trouble(self, exc: BaseException) -> None: ...
 
     def release_held(self, fix: ClockFix) -> None:
         """The clock is good: readings held for it get UTC times (see :mod:`buffer.clockfix`)."""

@@ -1,10 +1,10 @@
 """When the disk says no: a full store, a failing disk, a corrupt file.
 
-The buffer's writer (outbox.py) commits; this is what it does when a commit fails. A full
-store frees room (pending acknowledgements first, then the oldest readings, evicted
-loudly and recorded for every uplink to announce, then the reserve file); a corrupt file
-is moved aside and the agent carries on in a fresh one, announcing what may be lost;
-other errors keep the readings in memory and retry.
+The buffer's writer commits (:mod:`buffer.commit`); this is what it does when a commit
+fails. A full store frees room (pending acknowledgements first, then the oldest readings,
+evicted loudly and recorded for every uplink to announce, then the reserve file); a
+corrupt file is moved aside and the agent carries on in a fresh one, announcing what may
+be lost; other errors keep the readings in memory and retry.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from drivers.reading import Reading
 
@@ -61,8 +62,8 @@ class Recovery:
     _trouble: str
     _aside: ResetInfo | None
 
-    def _commit_step(self, with_readings: bool) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the writer's, for the type checker only: a stub here would hide it at run time
+        def _commit_step(self, with_readings: bool) -> None: ...
 
     def _record_reset(self, info: ResetInfo) -> None:
         """A corrupt file was moved aside: announce the seqs it may have held as lost."""

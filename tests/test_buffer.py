@@ -291,3 +291,29 @@ def test_a_file_that_turns_corrupt_while_running_is_replaced_and_delivery_goes_o
         reader.close()
         ob.close()
     assert integrity(db) == "ok"
+
+
+def test_a_commit_the_disk_refuses_keeps_the_readings_and_says_so_until_it_succeeds(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Not a full disk: an error the writer cannot free room for (here the seq file cannot be
+    written). The readings wait in memory, the log names the trouble once, and the next retry
+    after it is gone commits them all."""
+    db = tmp_path / "outbox.db"
+    seq_file = db.with_name(db.name + ".seq")
+    seq_file.mkdir()  # in the way of the seq reservation: every commit of readings fails
+    ob = Outbox(db, ["central"])
+    ob.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="buffer"):
+            for i in range(10):
+                ob.submit(reading(i))
+            assert not ob.sync(1.0), "nothing can be committed while the seq file is unwritable"
+            assert "cannot commit (IsADirectoryError" in caplog.text and "10 readings wait in memory" in caplog.text
+            assert "buffer writer failed" not in caplog.text
+            assert ob.counters.io_errors >= 1 and ob.counters.committed == 0
+            seq_file.rmdir()
+            assert ob.sync(10), "the writer retries and commits once the trouble is gone"
+            assert "commits succeed again" in caplog.text
+    finally:
+        ob.close()
+    assert stored_seqs(db) == set(range(1, 11))

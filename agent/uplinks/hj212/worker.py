@@ -7,6 +7,9 @@ a stored packet, kept until the platform answers 9014 with its QN; unanswered pa
 out oldest first (their own DataTime, a fresh QN), rate-limited, beside the real-time
 2011 data. No answer within ``overtime`` → the same frame again, ``recount`` times; then
 the link counts as down and is opened again with back-off.
+
+The readings side (folding, closing periods) is :mod:`.readings_in`; this module is the
+thread, the link and what goes over it.
 """
 
 from __future__ import annotations
@@ -21,25 +24,24 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader
-from buffer.reader import Row
+from buffer.outbox import Outbox, OutboxReader
 
 from ..delivery import TokenBucket
 from ..logonce import LogsOnce
 from ..reconnect import backoff_delay
 from ..waker import Waker
 from . import packet as pk
-from .aggregate import Carried, Sample, carried_points, local, period_start, realtime_flag, samples, spans
+from .aggregate import Carried, Sample, carried_points, local, realtime_flag
 from .config import Hj212Uplink
 from .frame import BadCrc, FrameError
 from .link import Link, LinkClosed
 from .packet import Packet, PacketError
+from .readings_in import ReadingsIn
 from .requests import Commands, Settings
 from .store import Hj212Store, store_path
 
 log = logging.getLogger(__name__)
 
-FETCH = 1000  # readings folded per transaction
 STORED_WINDOW = 10  # stored packets awaiting an answer at once
 CONNECT_TIMEOUT = 5.0
 HEALTHY_LINK = 10.0
@@ -70,7 +72,7 @@ class _Sent:
     packet_id: int | None
 
 
-class Hj212UplinkWorker(LogsOnce):
+class Hj212UplinkWorker(ReadingsIn, LogsOnce):
     _once_log = log
 
     def __init__(self, name: str, cfg: Hj212Uplink, outbox: Outbox, data_dir: Path,
@@ -191,83 +193,6 @@ class Hj212UplinkWorker(LogsOnce):
             if self.stats.waiting > stored and stored < STORED_WINDOW and ready_at is not None:
                 due.append(ready_at - mono)
         return max(0.0, min(due))
-
-    # -- readings in ---------------------------------------------------------------------
-    def _evictions(self, reader: OutboxReader) -> None:
-        """Readings the buffer evicted (full) before this uplink folded them: their periods
-        fall short (D by the 75 % rule); said once per eviction, then marked announced."""
-        if self.outbox.counters.eviction_records == self._evictions_seen:
-            return
-        self._evictions_seen = self.outbox.counters.eviction_records
-        self.outbox.sync()
-        events = reader.evictions(self.bit)
-        for ev in events:
-            log.warning("hj212 %s: the buffer dropped %d readings (seq %d..%d: %s) before this uplink took them;"
-                        " their periods are short of readings", self.name, ev.count, ev.first_seq, ev.last_seq,
-                        ev.reason)
-        if events:
-            self.outbox.ack_evictions(self.name, [ev.id for ev in events])
-
-    def _ingest(self, reader: OutboxReader) -> None:
-        self._evictions(reader)
-        span_by_cn = spans(self.settings.min_interval, self.cfg.hourly, self.cfg.daily)
-        if self.outbox.counters.clock_releases != self._releases_seen:
-            self._releases_seen = self.outbox.counters.clock_releases
-            self._ingest_released(reader, span_by_cn)
-        for _ in range(10):
-            rows = reader.fetch(self.bit, self._cursor, None, FETCH)
-            if not rows:
-                return
-            self._fold(rows, self.store.folded_seq, span_by_cn)
-            self._cursor = rows[-1].seq
-            if len(rows) < FETCH:
-                return
-        self._new_readings = True  # more than this round takes: the next tick goes on
-
-    def _ingest_released(self, reader: OutboxReader, span_by_cn: dict[str, float]) -> None:
-        """Readings held for a good clock got their UTC time, maybe after later readings were
-        taken (seq past them): those still waiting below the cursor were never folded."""
-        self.outbox.sync()  # the acknowledgements so far are committed: what still waits was never taken
-        after = 0
-        while after < self._cursor:
-            rows = reader.fetch(self.bit, after, self._cursor, FETCH)
-            if not rows:
-                return
-            self._fold(rows, 0, span_by_cn)
-            after = rows[-1].seq
-
-    def _fold(self, rows: list[Row], folded: int, span_by_cn: dict[str, float]) -> None:
-        """Fold the readings past ``folded`` (the store's: counted before a restart) and take them all."""
-        todo = []
-        for r in rows:
-            points = self._by_device.get(r.device)
-            if not points or r.status == ALARM_STATUS:  # an alarm event is no poll
-                continue
-            reading = samples(r, points)
-            if r.ts >= self._latest.get(r.device, (0, []))[0]:
-                self._latest[r.device] = (r.ts, reading)
-            if r.seq > folded:
-                starts = {cn: period_start(r.ts / 1000, span, self.tz) for cn, span in span_by_cn.items()}
-                todo.append((r.device, reading, starts))
-        self.stats.late_readings += self.store.fold(max(self.store.folded_seq, rows[-1].seq), todo, span_by_cn)
-        self.outbox.ack(self.name, [r.seq for r in rows])
-        self._next_close = self.store.next_end(self._grace())
-
-    def _grace(self) -> float:
-        """How long after a period's end its last readings may still arrive."""
-        return min(3.0, self.settings.min_interval / 4)
-
-    def _close_periods(self, now: float) -> None:
-        made = self.store.close_due(now, self._grace(), self.poll_intervals)
-        self._next_close = self.store.next_end(self._grace())
-        for packet in made:
-            log.debug("hj212 %s: CN=%s period %s closed", self.name, packet.cn, local(packet.start, self.tz))
-        if made:
-            lost = self.store.prune(int(now) - self.cfg.keep_days * 86400)
-            if lost:
-                log.error("hj212 %s: %d stored packets older than keep_days (%d) were never answered; dropped",
-                          self.name, lost, self.cfg.keep_days)
-            self.stats.waiting = self.store.count_unanswered()
 
     # -- the link --------------------------------------------------------------------------
     def _connect(self) -> None:
