@@ -170,13 +170,13 @@ class Outbox(GroupCommit, LiveChanges, Recovery):
         removed by :meth:`change_uplinks` has nothing left to acknowledge: ignored)."""
         bit = self.uplink_bits.get(uplink)
         if bit is not None:
-            self._queue.put(Acked(bit, seqs))
+            self._queue.put_ack(Acked(bit, seqs), ACK_COMMIT)
 
     def ack_evictions(self, uplink: str, ids: list[int]) -> None:
         """Record that ``uplink`` has announced the evictions ``ids``."""
         bit = self.uplink_bits.get(uplink)
         if bit is not None:
-            self._queue.put(EvictionsAnnounced(bit, ids))
+            self._queue.put_ack(EvictionsAnnounced(bit, ids), ACK_COMMIT)
 
     def set_aside(self, uplink: str, seq: int, why: str) -> None:
         """``uplink`` will never deliver reading ``seq`` (e.g. too large for its broker): it
@@ -257,6 +257,7 @@ class Outbox(GroupCommit, LiveChanges, Recovery):
         deadline = self._readings_due if self._held else now + self.commit_interval
         if acked:  # an acknowledgement not committed is a duplicate after a crash
             deadline = min(deadline, now + ACK_COMMIT)
+        q.deadline = deadline  # before armed: a producer that sees armed reads this deadline
         q.armed = True  # readings queued from now on wait for the deadline without waking us
         try:
             while not (stop or synced) and (left := deadline - time.monotonic()) > 0:
@@ -264,7 +265,7 @@ class Outbox(GroupCommit, LiveChanges, Recovery):
                 more_stop, synced, acked = self._take_all(q.take())
                 stop = stop or more_stop
                 if acked:
-                    deadline = min(deadline, time.monotonic() + ACK_COMMIT)
+                    deadline = q.deadline = min(deadline, time.monotonic() + ACK_COMMIT)
         finally:
             q.armed = False
         stop = self._take_all(q.take())[0] or stop

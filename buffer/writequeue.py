@@ -9,6 +9,7 @@ never runs ahead of the readings queued before it.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -91,15 +92,17 @@ class WriteQueue:
     group commit the writer is *armed* (it wakes by itself at their deadline) and takes
     everything queued meanwhile in one go, so a steady load costs one wake-up per commit,
     not one per poll. Every other item wakes it at once: an acknowledgement shortens the
-    deadline, a sync point ends it, a stop ends the thread.
+    deadline (unless the writer is already armed to wake soon enough), a sync point ends
+    it, a stop ends the thread.
     """
 
-    __slots__ = ("_items", "_wake", "armed")
+    __slots__ = ("_items", "_wake", "armed", "deadline")
 
     def __init__(self) -> None:
         self._items: deque[Item] = deque()
         self._wake = threading.Event()
         self.armed = False  # set and cleared by the writer only
+        self.deadline = 0.0  # while armed: when the writer wakes by itself (time.monotonic)
 
     def put(self, item: Item) -> None:
         self._items.append(item)
@@ -110,6 +113,13 @@ class WriteQueue:
         if not self.armed:
             self._wake.set()
 
+    def put_ack(self, item: Item, within: float) -> None:
+        """An acknowledgement, to be committed within ``within`` seconds: a burst of PUBACKs
+        wakes the writer once, not once each."""
+        self._items.append(item)
+        if not (self.armed and self.deadline <= time.monotonic() + within):
+            self._wake.set()
+
     def take(self) -> list[Item]:
         """Everything queued so far, in order (the writer only). Clears the wake-up first, so
         an item put after this returns wakes the next :meth:`wait`."""
@@ -117,6 +127,6 @@ class WriteQueue:
         items = self._items
         return [items.popleft() for _ in range(len(items))]
 
-    def wait(self, timeout: float | None) -> None:
-        """Sleep until woken or ``timeout`` seconds (None: until woken)."""
-        self._wake.wait(timeout)
+    def wait(self, timeout: float | None) -> bool:
+        """Sleep until woken or ``timeout`` seconds (None: until woken). True when woken."""
+        return self._wake.wait(timeout)
