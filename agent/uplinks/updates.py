@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from buffer.outbox import Outbox, OutboxReader
 
@@ -68,9 +68,8 @@ class SessionUpdates:
     _health: HealthFeed
     _announce_again: bool
 
-    def wake(self) -> None:
-        """Interrupt the uplink's idle sleep (the worker's)."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the worker's, for the type checker only: a stub here would hide it at run time
+        def wake(self) -> None: ...
 
     def update_info(self, info: GatewayInfo) -> None:
         """After a reload that kept this uplink: the new birth and device metadata go out on
