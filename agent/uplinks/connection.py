@@ -109,10 +109,10 @@ class Connection:
         while self.connack is None:
             if stop.is_set():
                 raise Stopping
-            rc = client.loop(timeout=0.1)
+            alive = self.loop(0.1)
             if self.connack is not None:
                 break
-            if rc != mqtt.MQTT_ERR_SUCCESS or self.lost:
+            if not alive:
                 raise UplinkError(describe_lost_before_connack(self._log_error, cfg))
             if time.monotonic() > deadline:
                 raise UplinkError(f"no CONNACK from {cfg.host}:{cfg.effective_port} within"
@@ -125,30 +125,37 @@ class Connection:
 
     # -- a live session -----------------------------------------------------------------
     def loop(self, timeout: float) -> bool:
-        """Network I/O and callbacks; False once the connection is gone."""
-        rc = self.client.loop(timeout=timeout)
-        return rc == mqtt.MQTT_ERR_SUCCESS and not self.lost
+        """Network I/O and callbacks, waiting up to ``timeout`` for the broker; False once
+        the connection is gone."""
+        return self._io(timeout, None)
 
     def sleep(self, timeout: float, waker: Waker) -> bool:
         """Sleep until the broker sends something, ``waker`` is poked or ``timeout``
-        passes, then do paho's network I/O and keepalive (its external-loop API). This is how
-        an idle uplink waits: no wake-ups without work. False once the connection is gone."""
+        passes, then do the network I/O and keepalive. This is how an idle uplink waits: no
+        wake-ups without work. False once the connection is gone."""
+        return self._io(timeout, waker)
+
+    def _io(self, timeout: float, waker: Waker | None) -> bool:
+        """paho's external-loop API (``loop_read``/``loop_write``/``loop_misc`` around our own
+        ``select``), never ``Client.loop``: that creates a socketpair to which paho then writes a
+        byte on every publish, and which wakes the next ``select`` for nothing."""
         client = self.client
         sock = client.socket()
         if sock is None:
             return False
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             timeout = 0.0  # TLS has decrypted bytes buffered: select would not see them
+        reading = [sock] if waker is None else [sock, waker.sock]
         writing = [sock] if client.want_write() else []
         try:
-            readable, _, _ = select.select([sock, waker.sock], writing, [], max(0.0, timeout))
+            readable, _, _ = select.select(reading, writing, [], max(0.0, timeout))
         except (OSError, ValueError):
             self.lost = True
             return False
-        if waker.sock in readable:
+        if waker is not None and waker.sock in readable:
             waker.drain()
         rc = mqtt.MQTT_ERR_SUCCESS
-        if sock in readable:
+        if sock in readable or (isinstance(sock, ssl.SSLSocket) and sock.pending()):
             rc = client.loop_read()
         if rc == mqtt.MQTT_ERR_SUCCESS and client.want_write():
             rc = client.loop_write()
@@ -171,7 +178,7 @@ class Connection:
     def close(self) -> None:
         with contextlib.suppress(Exception):  # the socket may be gone already
             self.client.disconnect()
-            self.client.loop(timeout=0.05)
+            self.loop(0.05)
         sock = self.client.socket()
         if sock is not None:
             with contextlib.suppress(Exception):
