@@ -5,7 +5,7 @@ A config names a profile by catalog name or by a path to a YAML file; both resol
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 from . import protocols
@@ -55,22 +55,33 @@ def resolve_profile(ref: str, base_dir: Path | None = None) -> Profile:
         path = Path(ref)
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
-        try:
-            stat = path.resolve().stat()
-        except OSError:
-            raise SourceError([Problem(str(path), 0, "", "profile file not found")]) from None
-        return _cached_profile_file(path.resolve(), stat.st_mtime_ns, stat.st_size)
+        return _profile_file(path)
     names = catalog()
     if ref not in names:
         raise LookupError(f"unknown profile '{ref}'{did_you_mean(ref, names)}")
     return _cached_catalog_profile(ref)
 
 
-@lru_cache(maxsize=64)
-def _cached_profile_file(path: Path, mtime_ns: int, size: int) -> Profile:
-    """One profile object for every device that names the same unchanged file (fifty
-    meters of one model share one), loaded again when the file changes."""
-    return load_profile_file(path)
+_PROFILE_FILES: dict[tuple[Path, int, int], Profile] = {}  # (resolved file, mtime, size) → profile
+_PROFILE_FILES_MAX = 64
+
+
+def _profile_file(path: Path) -> Profile:
+    """One profile object for every device that names the same unchanged file (fifty meters
+    of one model share one), loaded again when the file changes. Errors name the file as
+    the config gave it."""
+    try:
+        stat = path.stat()
+    except OSError:
+        raise SourceError([Problem(str(path), 0, "", "profile file not found")]) from None
+    key = (path.resolve(), stat.st_mtime_ns, stat.st_size)
+    profile = _PROFILE_FILES.get(key)
+    if profile is None:
+        profile = load_profile_file(path)
+        if len(_PROFILE_FILES) >= _PROFILE_FILES_MAX:
+            _PROFILE_FILES.clear()
+        _PROFILE_FILES[key] = profile
+    return profile
 
 
 @cache

@@ -41,6 +41,7 @@ from drivers.modbus.simulator.server import SimSlave
 from drivers.profile import SimSpec
 from drivers.reading import Value
 from drivers.vocabulary import VOCABULARY
+from drivers.yamlsource import SourceError
 from tests.helpers import read_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -470,3 +471,11 @@ def test_devices_naming_one_profile_file_share_one_profile(tmp_path: Path) -> No
     mine.write_text(text.replace(f"name: {name}", f"name: {name}-v2", 1), encoding="utf-8")
     edited = resolve_profile(str(mine))
     assert edited is not first and edited.name == f"{name}-v2"
+
+
+def test_an_invalid_profile_file_is_named_as_the_config_gave_it(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "bad.yaml").write_text("name: bad\nprotocol: modbus\npoints: {}\n", encoding="utf-8")
+    with pytest.raises(SourceError) as raised:
+        resolve_profile("sub/../bad.yaml", tmp_path)
+    assert {p.file for p in raised.value.problems} == {str(tmp_path / "sub/../bad.yaml")}
