@@ -55,10 +55,6 @@ class Collector(Subscriber):
         self.messages: list[Message] = []
         self._readings: list[Received] = []
 
-    def start(self, timeout: float = 10.0) -> Collector:
-        super().start(timeout)
-        return self
-
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
         message = Message.of(msg)
         readings = readings_of(message)

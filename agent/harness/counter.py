@@ -22,10 +22,6 @@ class ReadingCounter(Subscriber):
         self.values = 0
         self.failed = 0
 
-    def start(self, timeout: float = 10.0) -> ReadingCounter:
-        super().start(timeout)
-        return self
-
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
         body = json.loads(msg.payload)
         with self.lock:

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from .subscriber import Subscriber
+from .collector import Received, readings_of
+from .subscriber import Message, Subscriber
 
 
 def shown(name: str, value: Any, units: dict[str, str]) -> str:
@@ -32,15 +32,10 @@ class ReadingPrinter(Subscriber):
         self.started = time.monotonic()
         self.lock = threading.Lock()
 
-    def start(self, timeout: float = 10.0) -> ReadingPrinter:
-        super().start(timeout)
-        return self
-
     def on_message(self, msg: mqtt.MQTTMessage) -> None:
-        kind = msg.topic.split("/")[2:4]
-        try:
-            body = json.loads(msg.payload)
-        except ValueError:
+        message = Message.of(msg)
+        body, kind = message.body, msg.topic.split("/")[2:4]
+        if not isinstance(body, dict):
             return
         with self.lock:
             if kind[:1] == ["meta"] and len(kind) == 2:
@@ -48,19 +43,18 @@ class ReadingPrinter(Subscriber):
             elif kind == ["status"]:
                 version = f" (agent {body['version']})" if "version" in body else ""
                 print(f"gateway {self.gateway}: {body.get('status')}{version}", flush=True)
-            elif kind[:1] == ["up"]:
-                self._print_readings(body)
+            else:
+                self._print_readings(readings_of(message))
 
-    def _print_readings(self, body: dict[str, Any]) -> None:
-        device = body["device"]
-        units = self.units.get(device, {})
-        for r in body["readings"]:
-            self.seen[device] = self.seen.get(device, 0) + 1
-            self.first_at.setdefault(device, time.monotonic() - self.started)
-            stamp = time.strftime("%H:%M:%S", time.localtime(r["ts"] / 1000))
-            if not r.get("values"):
-                text = f"poll failed: {r['status']}"
+    def _print_readings(self, readings: list[Received]) -> None:
+        for r in readings:
+            units = self.units.get(r.device, {})
+            self.seen[r.device] = self.seen.get(r.device, 0) + 1
+            self.first_at.setdefault(r.device, time.monotonic() - self.started)
+            stamp = time.strftime("%H:%M:%S", time.localtime(r.ts / 1000))
+            if not r.values:
+                text = f"poll failed: {r.status}"
             else:  # ok, or partial: the good values, then each bad point and why
-                text = "  ".join([*(shown(k, v, units) for k, v in r["values"].items()),
-                                  *(f"{k}=({why})" for k, why in r.get("errors", {}).items())])
-            print(f"{stamp}  {device:<8} seq {r['seq']:<6} {text}", flush=True)
+                text = "  ".join([*(shown(k, v, units) for k, v in r.values.items()),
+                                  *(f"{k}=({why})" for k, why in r.errors.items())])
+            print(f"{stamp}  {r.device:<8} seq {r.seq:<6} {text}", flush=True)

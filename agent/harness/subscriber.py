@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -79,7 +79,7 @@ class Subscriber:
         # back quickly when a test restarts the broker (paho takes a float, though typed int)
         self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
 
-    def start(self, timeout: float = 10.0) -> Subscriber:
+    def start(self, timeout: float = 10.0) -> Self:
         """Connect and return once the broker has granted every topic filter."""
         if self.mqtt5:
             props = None
