@@ -6,23 +6,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from agent.harness.site import device, hj212_uplink, mqtt_uplink, tcp_bus, write_site
 from agent.uplinks.hj212.store import Hj212Store, store_path
 from buffer.outbox import Outbox
 from drivers.reading import Reading
 from tests.helpers import edge_agent
 
 
+def site(tmp_path: Path, with_hj212: bool) -> Path:
+    """A dust monitor reported to an MQTT platform and, ``with_hj212``, to the bureau as 'env'."""
+    uplinks = {"city": mqtt_uplink(1883)}
+    if with_hj212:
+        uplinks["env"] = hj212_uplink(9000, "010000A8900016F000169DC0", ["dust-1"])
+    return write_site(tmp_path / "config.yaml", gateway="site-cmd", data_dir="data", buses={"lan": tcp_bus(1502)},
+                      devices={"dust-1": device("lan", "renke-dust-all-in-one", 1, interval="10s")}, uplinks=uplinks)
+
+
 def test_stats_show_the_hj212_packets_waiting_for_the_platform(tmp_path: Path) -> None:
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text("""gateway: {id: site-cmd, data_dir: data}
-buses:
-  lan: {type: tcp, host: 127.0.0.1, port: 1502}
-devices:
-  dust-1: {bus: lan, unit: 1, profile: renke-dust-all-in-one, interval: 10s}
-uplinks:
-  city: {type: mqtt, host: 127.0.0.1, port: 1883}
-  env: {type: hj212, host: 127.0.0.1, port: 9000, mn: 010000A8900016F000169DC0, devices: [dust-1]}
-""")
+    cfg = site(tmp_path, with_hj212=True)
     data = tmp_path / "data"
     data.mkdir()
     box = Outbox(data / "outbox.db", ["city", "env"])
@@ -51,15 +52,7 @@ uplinks:
 def test_drop_uplink_gives_up_the_hj212_packets_too(tmp_path: Path) -> None:
     """Without this an uplink of the same name configured later (another platform, maybe)
     would send the dropped uplink's old packets."""
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text("""gateway: {id: site-cmd, data_dir: data}
-buses:
-  lan: {type: tcp, host: 127.0.0.1, port: 1502}
-devices:
-  dust-1: {bus: lan, unit: 1, profile: renke-dust-all-in-one, interval: 10s}
-uplinks:
-  city: {type: mqtt, host: 127.0.0.1, port: 1883}
-""")
+    cfg = site(tmp_path, with_hj212=False)
     data = tmp_path / "data"
     data.mkdir()
     Outbox(data / "outbox.db", ["city", "env"]).close()
