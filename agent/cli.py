@@ -15,6 +15,7 @@ from drivers.yamlsource import SourceError
 
 from . import __version__
 from .argtypes import host_and_port
+from .startsignals import StartSignals, StopBeforeStart
 
 EPILOG_RUN = """examples:
   edge-agent run -c /etc/edge-agent/config.yaml
@@ -101,6 +102,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    signals: StartSignals | None = args.start_signals
     try:
         loaded = _load(args.config)
     except SourceError as exc:
@@ -132,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(p, file=sys.stderr)
             print(f"edge-agent: not starting: {len(problems)} problem(s) in {args.config}", file=sys.stderr)
             return 1
-        asyncio.run(run_agent(loaded, log_level=args.log_level))
+        asyncio.run(run_agent(loaded, log_level=args.log_level, signals=signals))
     finally:
         lock.release()
     return 0
@@ -291,7 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The daemon: systemd may stop or reload it at any moment of its start, parsing included.
+    signals = StartSignals().install() if argv[:1] == ["run"] else None
+    try:
+        args = build_parser().parse_args(argv)
+        args.start_signals = signals
+        return _dispatch(args)
+    except StopBeforeStart as stop:
+        print(f"edge-agent: {stop.signal_name} before the start finished: stopped; nothing was polled yet",
+              file=sys.stderr)
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

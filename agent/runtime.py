@@ -31,6 +31,7 @@ from .health.status import StatusSource
 from .ipc import ControlServer
 from .scheduler import DevicePoller
 from .sdnotify import Notifier
+from .startsignals import StartSignals
 from .uplinks.hj212.config import Hj212Uplink
 from .uplinks.hj212.worker import Hj212UplinkWorker
 from .uplinks.mqtt import GatewayInfo, MqttUplinkWorker
@@ -43,12 +44,14 @@ def config_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None, log_level: str | None = None) -> None:
+async def run_agent(loaded: LoadedConfig, stop: asyncio.Event | None = None, log_level: str | None = None,
+                    signals: StartSignals | None = None) -> None:
     """Build the agent inside the running event loop (the Modbus clients need it) and run it.
-    ``log_level`` (``run --log-level``) outranks the config's, across reloads too."""
+    ``log_level`` (``run --log-level``) outranks the config's, across reloads too. ``signals``
+    held the signals of the start; a SIGHUP among them reloads once the agent is up."""
     agent = Agent(loaded)
     agent.log_level = log_level
-    await agent.run(stop)
+    await agent.run(stop, signals)
 
 
 class Agent:
@@ -204,7 +207,7 @@ class Agent:
         self.spawn(reload_config(self), "reload")
 
     # -- life cycle -------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event | None = None) -> None:
+    async def run(self, stop: asyncio.Event | None = None, signals: StartSignals | None = None) -> None:
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -227,6 +230,9 @@ class Agent:
         if self.metrics is not None:
             self.metrics.start()
         self.notifier.ready(self.status_line())
+        if signals is not None and signals.reload_pending:
+            log.info("SIGHUP during the start: reloading the config now")
+            self.on_sighup()
         self.spawn(self.notifier.keep_alive(self.status_line), "systemd-keep-alive")
         try:
             await stop.wait()
