@@ -201,9 +201,8 @@ class MqttUplink(Strict, CommandOptions, Reconnect):
         if (self.password_file or self.password_env) and not self.username:
             raise ValueError("a password needs a 'username'")
         self._check_reconnect()
-        for name in ("reconnect_min", "reconnect_max", "refused_retry"):
-            if not MIN_INTERVAL <= getattr(self, name) <= MAX_INTERVAL:
-                raise ValueError(f"{name} must be between 100ms and 1 day (24h)")
+        if not MIN_INTERVAL <= self.refused_retry <= MAX_INTERVAL:
+            raise ValueError("refused_retry must be between 100ms and 1 day (24h)")
         if self.ack_timeout < 1:
             raise ValueError("ack_timeout must be at least 1s")
         if self.format == "native" and self.topics.meta is not None and "{device}" not in self.topics.meta:

@@ -78,3 +78,17 @@ def test_an_uplink_with_nothing_to_send_is_refused(tmp_path: Path) -> None:
     r = edge_agent("check", "-c", str(path))
     assert r.returncode == 1
     assert "uplinks.env-bureau: no device has a point with an HJ 212 factor code" in r.stdout
+
+
+def test_reconnect_delays_out_of_range_are_refused_as_for_mqtt(tmp_path: Path) -> None:
+    """Both uplink types share the reconnect settings and their checks: a two-day delay is a
+    dead uplink, not a back-off."""
+    path = write(tmp_path, extra="    reconnect_max: 48h\n")
+    r = edge_agent("check", "-c", str(path))
+    assert r.returncode == 1
+    assert (f"{path}:15: uplinks.env-bureau.reconnect_max: reconnect_max must be between 100ms and 1 day (24h)"
+            in r.stdout)
+    path = write(tmp_path, extra="  ops2: {type: mqtt, host: 127.0.0.1, reconnect_min: 50ms}\n")
+    r = edge_agent("check", "-c", str(path))
+    assert r.returncode == 1
+    assert f"{path}:15: uplinks.ops2.reconnect_min: reconnect_min must be between 100ms and 1 day (24h)" in r.stdout

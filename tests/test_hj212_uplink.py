@@ -303,3 +303,28 @@ def test_rename_uplink_takes_the_hj212_packets_along(tmp_path: Path) -> None:
         box.close()
         platform.stop()
     assert platform.packets("2051")[0].fields()["a34002-Avg"] == "70"
+
+
+def test_an_over_long_segment_is_warned_once_and_still_sent(tmp_path: Path, platform: Hj212Platform,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Twenty factors make a minute packet longer than the 1024 characters some platforms take:
+    the technician is told once, and the packets still go out whole."""
+    names = [f"p{i}" for i in range(20)]
+    outbox = Outbox(tmp_path / "outbox.db", ["env"], commit_interval=0.01)
+    outbox.start()
+    cfg = uplink_cfg(platform.port, factors={n: f"x{i:05d}" for i, n in enumerate(names)})
+    worker = Hj212UplinkWorker("env", cfg, outbox, tmp_path, {"dust-1": names}, {"dust-1": 1.0}, TZ)
+    t0 = period_start(time.time())
+    for i in range(20):  # two periods of ten polls
+        outbox.submit(Reading("dust-1", (t0 + i) * 1000, {n: 1000.5 + i for n in names}))
+    worker.start()
+    try:
+        wait_for(lambda: len(platform.packets("2051")) >= 2, 10, "two minute packets")
+    finally:
+        worker.stop()
+        outbox.close()
+    first, second = platform.packets("2051")
+    assert first.fields()["x00019-Avg"] == "1005" and second.fields()["x00019-Avg"] == "1015"
+    long = [r for r in caplog.records if "data segment of" in r.getMessage() and r.levelname == "WARNING"]
+    assert len(long) == 1, [r.getMessage() for r in caplog.records]
+    assert "some platforms take at most 1024 (the agent does not split packets)" in long[0].getMessage()

@@ -9,9 +9,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from ..units import Duration
+
+SHORTEST, LONGEST = 0.1, 86400.0  # a reconnect delay: faster hammers the server, slower is a dead uplink
 
 
 class Reconnect(BaseModel):
@@ -19,6 +21,13 @@ class Reconnect(BaseModel):
 
     reconnect_min: Duration = Field(1.0, description="first reconnect delay (exponential, with jitter)")
     reconnect_max: Duration = Field(60.0, description="longest reconnect delay")
+
+    @field_validator("reconnect_min", "reconnect_max")
+    @classmethod
+    def _in_range(cls, value: float, info: ValidationInfo) -> float:
+        if not SHORTEST <= value <= LONGEST:
+            raise ValueError(f"{info.field_name} must be between 100ms and 1 day (24h)")
+        return value
 
     def _check_reconnect(self) -> None:
         """For the model's own validator: the delays in order."""

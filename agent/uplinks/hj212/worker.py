@@ -277,10 +277,10 @@ class Hj212UplinkWorker(ReadingsIn, LogsOnce):
     def _send(self, pkt: Packet, packet_id: int | None) -> None:
         assert self.link is not None
         segment = pkt.segment()
-        if len(segment) > LONG_SEGMENT and "long" not in self._logged:
-            self._logged.add("long")
-            log.warning("hj212 %s: a CN=%s data segment of %d characters; some platforms take at most %d"
-                        " (the agent does not split packets)", self.name, pkt.cn, len(segment), LONG_SEGMENT)
+        if len(segment) > LONG_SEGMENT:
+            self._log_once(logging.WARNING, "long", "hj212 %s: a CN=%s data segment of %d characters; some platforms"
+                           " take at most %d (the agent does not split packets)", self.name, pkt.cn, len(segment),
+                           LONG_SEGMENT)
         self.link.send(segment)
         self.stats.packets_sent += 1
         if pkt.wants_answer and pkt.qn is not None:
