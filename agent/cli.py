@@ -304,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge-agent: {stop.signal_name} before the start finished: stopped; nothing was polled yet",
               file=sys.stderr)
         return 0
+    finally:
+        if signals is not None:
+            signals.restore()
 
 
 def _dispatch(args: argparse.Namespace) -> int:

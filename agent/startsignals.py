@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
+from typing import Any
+
+TAKEN = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class StopBeforeStart(BaseException):  # like KeyboardInterrupt: not an error
@@ -28,14 +31,24 @@ class StartSignals:
 
     def __init__(self) -> None:
         self.reload_pending = False
+        self._before: dict[int, Any] = {}
 
     def install(self) -> StartSignals:
+        self._before = {sig: signal.getsignal(sig) for sig in TAKEN}
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._reload)
         return self
 
+    def restore(self) -> None:
+        """The handlers from before :meth:`install` (for a caller that goes on, e.g. a test)."""
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
+
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        # a second stop while this one unwinds ends the process at once, as Python's default does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         raise StopBeforeStart(signum)
 
     def _reload(self, _signum: int, _frame: FrameType | None) -> None:

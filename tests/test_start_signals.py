@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 
 from agent.harness.site import device, tcp_bus, write_site
-from agent.startsignals import StartSignals, StopBeforeStart
+from agent.startsignals import TAKEN, StartSignals, StopBeforeStart
 from tests.helpers import ROOT, AgentProcess, wait_for
-
-TAKEN = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @pytest.fixture
@@ -40,7 +38,10 @@ def test_a_stop_raises_and_a_reload_is_remembered(restored_handlers: None) -> No
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(1)  # the handler runs at the next bytecode; this line is not reached
     assert stop.value.signal_name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # a second stop is not held up
     assert not isinstance(stop.value, Exception)  # no `except Exception` on the start path takes it
+    signals.restore()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _caught(pid: int, sig: int) -> bool:
