@@ -8,13 +8,14 @@ what changed is rebuilt:
   opens (one owner per port), and every device on it is rebuilt;
 - a device whose entry or profile changed is rebuilt on its bus; the others keep polling
   on their schedule, with their bus connection;
+- devices' ``control`` settings apply to the next command: commands and ``control set``
+  are checked against the reloaded profiles and settings;
 - an uplink whose settings changed reconnects; the others keep their connection and send
   the new birth and device metadata on it; an uplink removed while readings wait for it is
   refused, as at start (nothing in the buffer is lost: it is the same buffer throughout).
 
 ``gateway.data_dir``, ``gateway.timezone``, ``buffer``, ``clock``, ``health``, ``metrics``,
-``alarms``, ``schedules`` and devices' ``control`` settings take effect at the next start
-(logged as such).
+``alarms`` and ``schedules`` take effect at the next start (logged as such).
 """
 
 from __future__ import annotations
@@ -114,15 +115,11 @@ def restart_only(old: LoadedConfig, new: LoadedConfig) -> list[str]:
         out.append("buffer")
     out += [key for key in ("clock", "health", "metrics")
             if getattr(old.config, key) != getattr(new.config, key)]
-    # writes and alarms are set up once, at start (agent/control, agent/alarms)
+    # schedules and alarms are set up once, at start (agent/control, agent/alarms)
     if old.config.alarms != new.config.alarms:
         out.append("alarms")
     if old.config.schedules != new.config.schedules:
         out.append("schedules")
-    controls = [d for d, dev in new.config.devices.items()
-                if dev.control != (old.config.devices[d].control if d in old.config.devices else None)]
-    if controls:
-        out.append(", ".join(f"devices.{d}.control" for d in sorted(controls)))
     return out
 
 
@@ -167,6 +164,7 @@ async def _reload(agent: Agent) -> bool:
         log.warning("%s:%d: %s: %s", warning.file, warning.line, warning.path, warning.message)
     await _apply_uplinks(agent, new, plan)
     await _apply_devices(agent, new, plan)
+    agent.writes.retarget(new)
     agent.loaded = new
     agent.status.gateway = new.config.gateway.id  # status and the health payload name the gateway
     set_level(agent.log_level or new.config.logging.level)

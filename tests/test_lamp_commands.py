@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,12 @@ UP = "edge/site-test/up/"  # telemetry of the uplink with commands (the other on
 
 
 def lamp_site(tmp_path: Path, sim: SimulatorThread, uplinks: dict[str, dict[str, Any]], extra: str = "",
-              interval: str = "1s") -> Path:
+              interval: str = "1s", allow: tuple[str, ...] = ("lamp_on", "dim_level")) -> Path:
     """The lamp controller on a pty line, allowed to be switched and dimmed."""
     return write_site(
         tmp_path / "config.yaml", data_dir=tmp_path / "data",
         buses={"rs485-1": serial_bus(sim.serial_port, baudrate=9600, timeout="0.5s")},
-        devices={"lamp-1": device("rs485-1", LAMP, 5, interval=interval, control={"allow": ["lamp_on", "dim_level"]})},
+        devices={"lamp-1": device("rs485-1", LAMP, 5, interval=interval, control={"allow": list(allow)})},
         uplinks=uplinks, extra=extra)
 
 
@@ -205,6 +206,38 @@ def test_technician_set_goes_through_the_running_agent_and_directly_without_it(
     assert slave.writes() == [("holding", 0, 1), ("coil", 0, 1), ("holding", 0, 1)]
     log = edge_agent("control", "log", "-c", str(config)).stdout
     assert log.count(f"technician {getpass.getuser()}") == 3 and "voltage_l1" in log
+
+
+def test_a_reload_applies_changed_control_settings_to_the_next_write(tmp_path: Path) -> None:
+    """A technician allows dimming, adds a pole and reloads: the next writes are checked against
+    the new settings, and the new pole can be written, without a restart."""
+    sim = SimulatorThread(pty={5: LAMP, 6: LAMP}).start()
+    config = lamp_site(tmp_path, sim, {}, interval="1h", allow=("lamp_on",))
+    agent = AgentProcess(config, tmp_path / "agent.log").start()
+    try:
+        wait_for(lambda: (tmp_path / "data" / "agent.sock").exists(), 30, "the agent's control socket")
+        r = edge_agent("control", "set", "-c", str(config), "lamp-1", "dim_level=35")
+        assert r.returncode == 1 and "refused: 'dim_level' is not allowed on lamp-1" in r.stderr
+        # now dimming is allowed too, and a second pole is added
+        write_site(config, data_dir=tmp_path / "data",
+                   buses={"rs485-1": serial_bus(sim.serial_port, baudrate=9600, timeout="0.5s")},
+                   devices={"lamp-1": device("rs485-1", LAMP, 5, interval="1h",
+                                             control={"allow": ["lamp_on", "dim_level"]}),
+                            "lamp-2": device("rs485-1", LAMP, 6, interval="1h", control={"allow": ["dim_level"]})})
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload: applied" in agent.log(), 30, "the reload")
+        assert "control" not in agent.log().split("reload: reading", 1)[1]  # not put off to the next start
+        r = edge_agent("control", "set", "-c", str(config), "lamp-1", "dim_level=35")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "lamp-1: ok, through the running agent; read back dim_level=35"
+        r = edge_agent("control", "set", "-c", str(config), "lamp-2", "dim_level=20")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "lamp-2: ok, through the running agent; read back dim_level=20"
+    finally:
+        rc = agent.stop()
+        sim.stop()
+    assert rc == 0, agent.log()
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])

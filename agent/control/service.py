@@ -58,8 +58,7 @@ class ControlService:
         self.devices = devices
         self.audit = audit
         self.desk = CommandDesk(audit)
-        self.targets = {dev_id: Target(dev_id, loaded.profiles[dev_id], dev.control, dev.unit)
-                        for dev_id, dev in cfg.devices.items() if dev_id in devices}
+        self.targets = self._targets(loaded)
         self.schedules = ScheduleRunner(engines(cfg.schedules, cfg.gateway.timezone, clock), self.schedule_step)
         self._locks: dict[str, asyncio.Lock] = {}  # one write (and read-back) per device at a time
         # one command per device at a time, from check to reply: a QoS 1 redelivery that arrives
@@ -68,6 +67,16 @@ class ControlService:
         # called with the device id after every successful write (the daemon polls it at once,
         # so the platform's next reading shows the new state without waiting an interval)
         self.on_written: Callable[[str], None] = lambda _device: None
+
+    def _targets(self, loaded: LoadedConfig) -> dict[str, Target]:
+        return {dev_id: Target(dev_id, loaded.profiles[dev_id], dev.control, dev.unit)
+                for dev_id, dev in loaded.config.devices.items() if dev_id in self.devices}
+
+    def retarget(self, loaded: LoadedConfig) -> None:
+        """After a reload (``devices`` already rebuilt): commands and ``control set`` are checked
+        against the new profiles and control settings; a device the reload added can be
+        written, one it removed no longer."""
+        self.targets = self._targets(loaded)
 
     async def write(self, device: str, values: Mapping[str, SetValue]) -> Outcome:
         """Write and read back; the outcome, never an exception for a device's failure."""
