@@ -10,12 +10,14 @@ what changed is rebuilt:
   on their schedule, with their bus connection;
 - devices' ``control`` settings apply to the next command: commands and ``control set``
   are checked against the reloaded profiles and settings;
+- a new or changed schedule applies what it has in force now, as at start (a device a
+  platform command holds keeps the held values until the hold ends);
 - an uplink whose settings changed reconnects; the others keep their connection and send
   the new birth and device metadata on it; an uplink removed while readings wait for it is
   refused, as at start (nothing in the buffer is lost: it is the same buffer throughout).
 
-``gateway.data_dir``, ``gateway.timezone``, ``buffer``, ``clock``, ``health``, ``metrics``,
-``alarms`` and ``schedules`` take effect at the next start (logged as such).
+``gateway.data_dir``, ``gateway.timezone``, ``buffer``, ``clock``, ``health``, ``metrics``
+and ``alarms`` take effect at the next start (logged as such).
 """
 
 from __future__ import annotations
@@ -115,11 +117,8 @@ def restart_only(old: LoadedConfig, new: LoadedConfig) -> list[str]:
         out.append("buffer")
     out += [key for key in ("clock", "health", "metrics")
             if getattr(old.config, key) != getattr(new.config, key)]
-    # schedules and alarms are set up once, at start (agent/control, agent/alarms)
-    if old.config.alarms != new.config.alarms:
+    if old.config.alarms != new.config.alarms:  # the alarm engine is set up once, at start
         out.append("alarms")
-    if old.config.schedules != new.config.schedules:
-        out.append("schedules")
     return out
 
 

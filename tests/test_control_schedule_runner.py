@@ -216,3 +216,75 @@ def test_a_command_with_hold_spans_the_next_step(tmp_path: Path) -> None:
         assert asyncio.run(go()) == [100, 80, 80, 50]
     finally:
         sim.stop()
+
+
+def _schedule_at_eight(dim: int) -> str:
+    """SCHEDULE with an evening step at 20:00 setting ``dim``, after sunset+10m in June."""
+    step = f'      - {{at: "20:00", set: {{dim_level: {dim}}}}}\n'
+    return SCHEDULE.replace('      - {at: "00:30"', step + '      - {at: "00:30"')
+
+
+def test_a_reload_applies_a_changed_schedule_at_once_and_keeps_a_hold(tmp_path: Path) -> None:
+    """The daemon's runner (``run``) gets a reload's schedules: a changed one applies what it has
+    in force now; an unchanged one writes nothing; a device a platform command holds keeps the
+    held value until the hold ends, then gets the new schedule's value."""
+    day = date(2026, 6, 21)
+    clock = FakeClock(local(day, 21))
+    sim = SimulatorThread(pty={5: LAMP}).start()
+    slave = sim.slave("pty", 5)
+    cfg = config(tmp_path, sim.serial_port)
+
+    def reloaded(dim: int | None) -> object:
+        text = cfg.read_text()
+        start = text.index("schedules:")
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(text[:start] + (SCHEDULE if dim is None else _schedule_at_eight(dim)))
+        return load_config(str(changed))
+
+    async def until(cond: object, what: str) -> None:
+        for _ in range(100):
+            if callable(cond) and cond():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no {what}")
+
+    async def go() -> list[object]:
+        loaded = load_config(str(cfg))
+        buses, devices = build_devices(loaded)
+        audit = AuditLog(tmp_path / "data" / "control.db", clock=clock)
+        service = ControlService(loaded, devices, audit, clock=clock)
+        runner = asyncio.create_task(service.schedules.run())
+        seen: list[object] = []
+        try:
+            await until(lambda: slave.override.get("dim_level") == 100, "start")  # sunset+10m's 100
+            writes = len(slave.writes())
+            service.retarget(reloaded(None))  # the same schedules: nothing to write
+            await asyncio.sleep(1)  # the runner's turn (a write would take ~0.1 s)
+            seen.append(len(slave.writes()) - writes)
+            service.retarget(reloaded(60))  # 20:00 now sets 60: in force at 21:00
+            await until(lambda: slave.override.get("dim_level") == 60, "the reloaded schedule's 60")
+            hold = json.dumps({"id": "h-1", "values": {"dim_level": 30}, "hold": 600})
+            await service.command(Channel("city-ops", commands=True), "lamp-1", hold)
+            service.retarget(reloaded(70))  # changed again while the platform holds the lamp
+            await asyncio.sleep(1)  # the runner's turn (a write would take ~0.1 s)
+            seen.append(slave.override["dim_level"])
+            clock.at = local(day, 21, 11)  # the hold has ended
+            await service.schedules.tick()
+            seen.append(slave.override["dim_level"])
+            return seen
+        finally:
+            runner.cancel()
+            audit.close()
+            for bus in buses.values():
+                await bus.close()
+
+    try:
+        assert asyncio.run(go()) == [0, 30, 70]
+    finally:
+        sim.stop()
+    log = edge_agent("control", "log", "-c", str(cfg), "--limit", "20").stdout
+    lines = [line.split()[3:] for line in log.splitlines() if not line.startswith(" ")][1:]
+    assert lines == [["schedule", "street-lights", "at", "start", "ok"],
+                     ["schedule", "street-lights", "reloaded", "ok"],
+                     ["command", "city-ops", "h-1", "ok"],
+                     ["schedule", "street-lights", "override", "ended", "ok"]]

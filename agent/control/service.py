@@ -59,7 +59,8 @@ class ControlService:
         self.audit = audit
         self.desk = CommandDesk(audit)
         self.targets = self._targets(loaded)
-        self.schedules = ScheduleRunner(engines(cfg.schedules, cfg.gateway.timezone, clock), self.schedule_step)
+        self._timezone, self._clock = cfg.gateway.timezone, clock  # the gateway's zone changes at a restart only
+        self.schedules = ScheduleRunner(engines(cfg.schedules, self._timezone, clock), self.schedule_step)
         self._locks: dict[str, asyncio.Lock] = {}  # one write (and read-back) per device at a time
         # one command per device at a time, from check to reply: a QoS 1 redelivery that arrives
         # while the first delivery is being written waits, then finds its first reply
@@ -75,8 +76,10 @@ class ControlService:
     def retarget(self, loaded: LoadedConfig) -> None:
         """After a reload (``devices`` already rebuilt): commands and ``control set`` are checked
         against the new profiles and control settings; a device the reload added can be
-        written, one it removed no longer."""
+        written, one it removed no longer; new and changed schedules take over (see
+        :meth:`ScheduleRunner.replace`)."""
         self.targets = self._targets(loaded)
+        self.schedules.replace(engines(loaded.config.schedules, self._timezone, self._clock))
 
     async def write(self, device: str, values: Mapping[str, SetValue]) -> Outcome:
         """Write and read back; the outcome, never an exception for a device's failure."""
