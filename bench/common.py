@@ -62,8 +62,8 @@ class Sizes:
                          ingest_readings=50_000, ingest_reps=2, drain_readings=100_000,
                          drain_raw_readings=50_000, bus_seconds=8.0, startup_runs=3, profile_seconds=6.0,
                          idle_seconds=30.0, uplink_readings=3000)
-        if mode == "smoke":
-            return Sizes("smoke", poll_devices=5, poll_seconds=3.0, poll_warmup=2.5, raw_modbus_seconds=2.0,
+        if mode == "smoke":  # poll_path: enough agent CPU to show in /proc's 10 ms ticks (5 devices read 0 once)
+            return Sizes("smoke", poll_devices=20, poll_seconds=4.0, poll_warmup=2.5, raw_modbus_seconds=2.0,
                          ingest_readings=10_000, ingest_reps=1, drain_readings=10_000, drain_raw_readings=5_000,
                          bus_seconds=2.0, startup_runs=1, profile_seconds=2.0, rss_sample_every=1.0,
                          idle_seconds=3.0, uplink_readings=600)

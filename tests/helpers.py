@@ -84,7 +84,7 @@ class AgentProcess:
 
     def start(self) -> AgentProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}  # SIGABRT prints every thread
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         return self
@@ -95,9 +95,13 @@ class AgentProcess:
             self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
+        except subprocess.TimeoutExpired:  # stuck: its threads' stacks go to the log, for the failure report
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                rc = self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait()
         self._log.close()
         return rc
 
