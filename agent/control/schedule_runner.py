@@ -32,7 +32,7 @@ START = "at start"
 RELOADED = "reloaded"
 OVERRIDE_ENDED = "override ended"
 
-# (schedule, device, values, what: step times or START/OVERRIDE_ENDED) → an outcome with .status
+# (schedule, device, values, what: step times or START/RELOADED/OVERRIDE_ENDED) → an outcome with .status
 Apply = Callable[[str, str, dict[str, SetValue], str], Awaitable[Any]]
 
 
