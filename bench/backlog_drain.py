@@ -140,7 +140,7 @@ class DrainOutbox(Outbox):
         self.first_ack_at = 0.0
         self.live_acked: dict[int, float] = {}
 
-    def ack(self, uplink: str, seqs: list[int]) -> None:
+    def ack(self, uplink: str, seqs: list[int], counted: bool = True) -> None:
         now = time.monotonic()
         last = self.backlog_last
         n = 0
@@ -154,7 +154,7 @@ class DrainOutbox(Outbox):
             self.backlog_acked += n
             if self.backlog_acked >= last and not self.drained_at:
                 self.drained_at = now
-        super().ack(uplink, seqs)
+        super().ack(uplink, seqs, counted)
 
 
 class LiveArrivals:

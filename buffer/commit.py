@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from drivers.reading import Reading
 
 from .clockfix import ClockFix, note_held, stored_ts
-from .completeness import POLLED, DayOf, add_counts, apply_acks
+from .completeness import POLLED, DayOf, add_counts, add_delivered, apply_acks
 from .database import is_corrupt, is_full
 from .jsontext import values_json
 from .ranges import to_ranges
@@ -31,7 +31,7 @@ from .reader import ALARM_STATUS
 from .recovery import OutboxCounters
 from .seqfile import SeqReserve
 from .uplinkbits import UplinkChange
-from .writequeue import SetAside
+from .writequeue import Delivered, SetAside
 
 log = logging.getLogger("buffer.outbox")  # the writer's log, wherever its code lives
 
@@ -56,7 +56,8 @@ class GroupCommit:
     _tokens: list[int]
     _held: list[Reading]
     _readings_due: float
-    _acks: dict[int, list[int]]
+    _acks: dict[tuple[int, bool], list[int]]
+    _delivered: list[Delivered]
     _eacks: dict[int, list[int]]
     _asides: list[SetAside]
     _meta: dict[str, str]
@@ -87,8 +88,8 @@ class GroupCommit:
         left (sync tokens are then done)."""
         wrote = False
         readings = force or self._readings_due_now()
-        while (self._corrupt or (self._held and readings) or self._acks or self._eacks or self._asides
-               or self._meta):
+        while (self._corrupt or (self._held and readings) or self._acks or self._eacks or self._delivered
+               or self._asides or self._meta):
             if self._corrupt:
                 try:
                     self._reset(self._corrupt)
@@ -160,8 +161,11 @@ class GroupCommit:
         if batch and self.day_of is not None:
             # a held reading has no UTC time yet: it is counted when the clock fix gives it one
             add_counts(c, POLLED, ((r.device, r.ts, r.status) for r in batch if r.clock is None), self.day_of)
-        for bit, seqs in self._acks.items():
-            self._apply_acks(bit, seqs)
+        for (bit, counted), seqs in self._acks.items():
+            self._apply_acks(bit, seqs, counted)
+        if self.day_of is not None:
+            for d in self._delivered:
+                add_delivered(c, d.uplink, d.rows, self.day_of)
         for bit, ids in self._eacks.items():
             c.executemany("UPDATE evictions SET pending = pending & ? WHERE id = ?",
                           [(~(1 << bit), i) for i in ids])
@@ -172,6 +176,7 @@ class GroupCommit:
             self._meta = {}
         self._acks.clear()
         self._eacks.clear()
+        self._delivered.clear()
         announce = bool(batch or self._asides)
         if self._asides:
             self.counters.eviction_records += len(self._asides)
@@ -200,11 +205,13 @@ class GroupCommit:
             c.execute("INSERT INTO counters(name, value) VALUES ('dropped', ?)"
                       " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (self._unrecorded_drops,))
 
-    def _apply_acks(self, bit: int, seqs: list[int]) -> None:
+    def _apply_acks(self, bit: int, seqs: list[int], counted: bool) -> None:
         """Clear ``bit`` on acknowledged readings (inside the commit's transaction); with
-        ``day_of``, count each reading whose bit this clears as delivered by that uplink."""
+        ``day_of`` and ``counted``, count each reading whose bit this clears as delivered by
+        that uplink."""
         names = {b: n for n, b in self.uplink_bits.items()}
-        apply_acks(self._conn, bit, to_ranges(seqs), names.get(bit) if self.day_of else None, self.day_of)
+        uplink = names.get(bit) if self.day_of and counted else None
+        apply_acks(self._conn, bit, to_ranges(seqs), uplink, self.day_of)
 
     def _record_events(self, first: int, batch: list[Reading]) -> None:
         """Alarm events also go to their history table, which keeps the last ALARM_HISTORY."""

@@ -57,6 +57,14 @@ def add_counts(conn: sqlite3.Connection, uplink: str, rows: Iterable[tuple[str, 
                                    for (day, device), c in counts.items()])
 
 
+def add_delivered(conn: sqlite3.Connection, uplink: str, rows: Iterable[tuple[str, int, int, int]],
+                  day_of: DayOf) -> None:
+    """Deliveries ``uplink`` counted itself: ``(device, ts, readings, valid)`` rows, each for
+    the local day of its ``ts`` (inside the caller's transaction)."""
+    conn.executemany(_UPSERT, [(day_of(ts), device, uplink, readings, valid, ts)
+                               for device, ts, readings, valid in rows if readings])
+
+
 def apply_acks(conn: sqlite3.Connection, bit: int, spans: Iterable[tuple[int, int]], uplink: str | None,
                day_of: DayOf | None) -> None:
     """An uplink's success acknowledgements for the seq ``spans``: readings nobody else waits

@@ -49,6 +49,7 @@ from .writequeue import (
     ACK_ITEMS,
     Acked,
     CorruptFound,
+    Delivered,
     EvictionsAnnounced,
     HoldFromNow,
     Item,
@@ -122,7 +123,8 @@ class Outbox(GroupCommit, LiveChanges, Recovery):
         # what the writer holds between queue and disk
         self._held: list[Reading] = []
         self._readings_due = 0.0  # monotonic time the held readings' group commit is due
-        self._acks: dict[int, list[int]] = {}
+        self._acks: dict[tuple[int, bool], list[int]] = {}  # (uplink bit, counted) → seqs
+        self._delivered: list[Delivered] = []  # deliveries an uplink counted itself
         self._eacks: dict[int, list[int]] = {}
         self._asides: list[SetAside] = []  # readings an uplink will never deliver
         self._meta: dict[str, str] = {}  # meta facts committed with the readings queued before them
@@ -165,12 +167,20 @@ class Outbox(GroupCommit, LiveChanges, Recovery):
         self._queue.put(reading)
         self._queue.put(MetaState(key, state))
 
-    def ack(self, uplink: str, seqs: list[int]) -> None:
+    def ack(self, uplink: str, seqs: list[int], counted: bool = True) -> None:
         """Record that ``uplink`` has a success acknowledgement for ``seqs`` (an uplink just
-        removed by :meth:`change_uplinks` has nothing left to acknowledge: ignored)."""
+        removed by :meth:`change_uplinks` has nothing left to acknowledge: ignored). With
+        ``counted`` False the readings leave its backlog without counting as delivered: the
+        uplink counts its deliveries itself (:meth:`count_delivered`)."""
         bit = self.uplink_bits.get(uplink)
         if bit is not None:
-            self._queue.put_ack(Acked(bit, seqs), ACK_COMMIT)
+            self._queue.put_ack(Acked(bit, seqs, counted), ACK_COMMIT)
+
+    def count_delivered(self, uplink: str, rows: list[tuple[str, int, int, int]]) -> None:
+        """Count deliveries ``uplink`` has made: ``(device, ts ms, readings, valid)`` rows, each
+        for the local day of its ``ts`` (the completeness counts; see buffer/completeness.py)."""
+        if rows:
+            self._queue.put_ack(Delivered(uplink, rows), ACK_COMMIT)
 
     def ack_evictions(self, uplink: str, ids: list[int]) -> None:
         """Record that ``uplink`` has announced the evictions ``ids``."""
@@ -301,8 +311,10 @@ class Outbox(GroupCommit, LiveChanges, Recovery):
             self._held.append(item)
             return False
         match item:
-            case Acked(bit, seqs):
-                self._acks.setdefault(bit, []).extend(seqs)
+            case Acked(bit, seqs, counted):
+                self._acks.setdefault((bit, counted), []).extend(seqs)
+            case Delivered():
+                self._delivered.append(item)
             case EvictionsAnnounced(bit, ids):
                 self._eacks.setdefault(bit, []).extend(ids)
             case SetAside():

@@ -25,7 +25,7 @@ from .eviction import evict_oldest, record_loss
 from .schema import migrate
 from .space import SpaceGuard
 from .uplinkbits import register_uplinks
-from .writequeue import SetAside
+from .writequeue import Delivered, SetAside
 
 log = logging.getLogger("buffer.outbox")
 
@@ -55,7 +55,8 @@ class Recovery:
     _conn: sqlite3.Connection
     _next_seq: int
     _held: list[Reading]
-    _acks: dict[int, list[int]]
+    _acks: dict[tuple[int, bool], list[int]]
+    _delivered: list[Delivered]
     _eacks: dict[int, list[int]]
     _asides: list[SetAside]
     _sync_level: str
@@ -132,6 +133,7 @@ class Recovery:
         bits = dict(self.uplink_bits)
         self._acks.clear()
         self._eacks.clear()
+        self._delivered.clear()
         self._asides.clear()
         with contextlib.suppress(Exception):
             self._conn.close()

@@ -21,10 +21,23 @@ from .uplinkbits import UplinkChange
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """An uplink (by bit) has a success acknowledgement for these seqs."""
+    """An uplink (by bit) has a success acknowledgement for these seqs. ``counted``: each
+    reading counts as delivered by the uplink now; an uplink that counts its deliveries
+    itself (:class:`Delivered`) acknowledges with False."""
 
     bit: int
     seqs: list[int]
+    counted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Readings an uplink has delivered, counted by the uplink itself (e.g. HJ 212: when the
+    platform answers the packet they went into): ``(device, ts ms, readings, valid)`` rows,
+    each counted for the local day of its ``ts``."""
+
+    uplink: str
+    rows: list[tuple[str, int, int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +92,10 @@ class Stop:
     """Commit what is held and end the writer thread."""
 
 
-Item = (Reading | Acked | EvictionsAnnounced | SetAside | MetaState | SyncPoint | CorruptFound | Stop
+Item = (Reading | Acked | EvictionsAnnounced | Delivered | SetAside | MetaState | SyncPoint | CorruptFound | Stop
         | UplinkChange | ClockFix | HoldFromNow)
 # acknowledgements are committed sooner than readings: one lost in a crash is a duplicate later
-ACK_ITEMS = (Acked, EvictionsAnnounced)
+ACK_ITEMS = (Acked, EvictionsAnnounced, Delivered)
 
 
 class WriteQueue:

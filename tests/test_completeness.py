@@ -160,3 +160,37 @@ def test_an_agent_started_after_midnight_publishes_the_day_it_missed_first(tmp_p
     # first reading at 23:00 with a 10-min interval: 6 expected, 1 received
     missed = published[0]["devices"]["dust-1"]
     assert (missed["expected"], missed["received"], missed["transmission_rate"]) == (6, 1, 0.1666)
+
+
+def test_an_uplink_that_counts_its_own_deliveries_and_the_devices_it_reports(tmp_path: Path) -> None:
+    """An HJ 212 uplink takes readings without counting them (they go into its aggregates) and
+    counts them when the platform answers; a device it does not report shows no rate for it."""
+    days = LocalDays("Asia/Shanghai")
+    outbox = Outbox(tmp_path / "outbox.db", ["city", "bureau"], day_of=days.day_of)
+    outbox.start()
+    try:
+        at = ms("2026-11-28T09:00:00")
+        for i in range(4):
+            outbox.submit(Reading("dust-1", at + 10_000 * i, {"pm2_5": 1}, "ok" if i else "partial"))
+        outbox.submit(Reading("meter-1", at, {"energy_import": 1.0}, "ok"))
+        assert outbox.sync()
+        outbox.ack("city", [1, 2, 3, 4, 5])
+        outbox.ack("bureau", [1, 2, 3, 4, 5], counted=False)
+        assert outbox.sync()
+        conn = connect_readonly(tmp_path / "outbox.db")
+        assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 0  # both took them
+        carriage = {"city": None, "bureau": {"dust-1"}}
+        before = day_report(conn, days, date(2026, 11, 28), {"dust-1": 10.0, "meter-1": 60.0}, carriage, at + 60_000)
+        conn.close()
+        outbox.count_delivered("bureau", [("dust-1", at, 4, 3)])  # the minute packet answered
+        assert outbox.sync()
+    finally:
+        outbox.close()
+    conn = connect_readonly(tmp_path / "outbox.db")
+    after = day_report(conn, days, date(2026, 11, 28), {"dust-1": 10.0, "meter-1": 60.0}, carriage, at + 60_000)
+    conn.close()
+    assert before["devices"]["dust-1"]["delivered"] == {"city": 4, "bureau": 0}
+    assert after["devices"]["dust-1"]["delivered"] == {"city": 4, "bureau": 4}
+    assert after["devices"]["dust-1"]["delivered_valid"] == {"city": 3, "bureau": 3}
+    assert after["devices"]["meter-1"]["delivered"] == {"city": 1}  # the bureau is not sent the meter
+    assert "bureau" not in after["devices"]["meter-1"]["uplinks"]

@@ -8,6 +8,7 @@ import asyncio
 import time
 from datetime import date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 from agent.alarms.config import AlarmRule
@@ -108,7 +109,8 @@ def test_status_shows_the_last_good_poll_and_the_oldest_waiting_reading_as_times
         assert reading.clock == "boot-a" and reading.ts == 12_000
         outbox.submit(reading)
         assert outbox.sync()
-        source = StatusSource("site-test", {"dust-1": poller}, {"dust-1": DeviceActivity()}, {"central": None},  # type: ignore[dict-item]
+        source = StatusSource("site-test", {"dust-1": poller}, {"dust-1": DeviceActivity()},
+                              {"central": SimpleNamespace(carried=None)},  # type: ignore[dict-item]
                               outbox, LocalDays("Asia/Shanghai"))
         now_ms = int(time.time() * 1000)
         device = source.device("dust-1", now_ms)

@@ -3,6 +3,7 @@ SQLite store and a real TCP platform (agent.uplinks.hj212.platform) on loopback.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -11,10 +12,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent.health.days import LocalDays
 from agent.uplinks.hj212.config import Hj212Uplink
 from agent.uplinks.hj212.frame import encode
 from agent.uplinks.hj212.platform import Hj212Platform
+from agent.uplinks.hj212.store import Hj212Store
 from agent.uplinks.hj212.worker import Hj212UplinkWorker
+from buffer.completeness import read_day
+from buffer.database import connect_readonly
 from buffer.outbox import ALARM_STATUS, Outbox
 from drivers.reading import Reading
 from tests.helpers import edge_agent, wait_for
@@ -186,7 +191,7 @@ class CrashBeforeAck(Outbox):
     """An outbox whose acknowledgements never reach the disk: the process died after the
     uplink committed its aggregates and before the buffer committed the acknowledgement."""
 
-    def ack(self, uplink: str, seqs: list[int]) -> None:
+    def ack(self, uplink: str, seqs: list[int], counted: bool = True) -> None:
         pass
 
 
@@ -328,3 +333,70 @@ def test_an_over_long_segment_is_warned_once_and_still_sent(tmp_path: Path, plat
     long = [r for r in caplog.records if "data segment of" in r.getMessage() and r.levelname == "WARNING"]
     assert len(long) == 1, [r.getMessage() for r in caplog.records]
     assert "some platforms take at most 1024 (the agent does not split packets)" in long[0].getMessage()
+
+
+def test_readings_count_as_delivered_when_the_platform_answers_their_packet(tmp_path: Path) -> None:
+    """The HJ 212 uplink's transmission rate is what the bureau got: a reading folded into a
+    packet the platform has not answered is not delivered yet, and a device the uplink does
+    not report (the meter) is never counted for it."""
+    days = LocalDays("Asia/Shanghai")
+    silent = Hj212Platform(answer=False).start()
+    outbox = Outbox(tmp_path / "outbox.db", ["env"], commit_interval=0.01, day_of=days.day_of)
+    outbox.start()
+    worker = Hj212UplinkWorker("env", uplink_cfg(silent.port, realtime=False, overtime=0.3), outbox, tmp_path,
+                               POINTS, {"dust-1": 1.0}, TZ)
+    t0 = period_start(time.time())
+    for i in range(10):  # one minute period of ten polls, two of them partial
+        status = "partial" if i in (2, 5) else "ok"
+        outbox.submit(Reading("dust-1", (t0 + i) * 1000, {"pm10": 70 + i}, status=status))
+    outbox.submit(Reading("meter-1", t0 * 1000, {"voltage_l1": 230.0}))
+    day = days.day_of(t0 * 1000)
+
+    def env_counts() -> dict[str, tuple[int, int]]:
+        outbox.sync()
+        conn = connect_readonly(tmp_path / "outbox.db")
+        try:
+            counts = read_day(conn, day)
+        finally:
+            conn.close()
+        return {dev: (c["env"].readings, c["env"].valid) for dev, c in counts.items() if "env" in c}
+
+    worker.start()
+    try:
+        wait_for(lambda: len(silent.packets("2051")) >= 1, 10, "the minute packet")
+        wait_for(lambda: outbox.reader().fetch(outbox.uplink_bits["env"], 0, None, 10) == [], 5, "readings taken")
+        assert env_counts() == {}  # in the uplink's store, sent, not answered: not delivered
+        silent.answer = True
+        wait_for(lambda: worker.stats.waiting == 0, 10, "the packet answered")
+        wait_for(lambda: env_counts() != {}, 5, "the delivery counted")
+        assert env_counts() == {"dust-1": (10, 8)}
+    finally:
+        worker.stop()
+        outbox.close()
+        silent.stop()
+
+
+def test_a_store_from_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Its packets still go out; those made before the upgrade carry no counts (nothing is
+    counted for them), and new periods fold and count as usual."""
+    path = tmp_path / "hj212-env.db"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE polls(cn TEXT, start INTEGER, span REAL, device TEXT, readings INTEGER,
+            PRIMARY KEY(cn, start, device));
+        CREATE TABLE packets(id INTEGER PRIMARY KEY AUTOINCREMENT, cn TEXT NOT NULL,
+            start INTEGER NOT NULL, vals TEXT NOT NULL, answered INTEGER NOT NULL DEFAULT 0, UNIQUE(cn, start));
+        INSERT INTO polls VALUES ('2051', 1795000600, 600, 'dust-1', 3);
+        INSERT INTO packets(cn, start, vals) VALUES ('2051', 1795000000, '{}');
+    """)
+    old.close()
+    store = Hj212Store(path)
+    try:
+        assert store.unanswered(10)[0].start == 1795000000
+        assert store.answered([1]) == []  # made before counts were kept
+        made = store.close_due(1795000000 + 1300, 3, {"dust-1": 60.0})
+        assert [p.start for p in made] == [1795000600]
+        assert store.answered([made[0].id]) == [("dust-1", 1795000600 * 1000, 3, 0)]
+        assert store.answered([made[0].id]) == []  # answered twice: counted once
+    finally:
+        store.close()

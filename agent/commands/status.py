@@ -12,9 +12,12 @@ import json
 import sys
 import time
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.yamlsource import SourceError
+
+if TYPE_CHECKING:
+    from agent.config import LoadedConfig
 
 EPILOG_STATUS = """examples:
   edge-agent status -c /etc/edge-agent/config.yaml
@@ -92,6 +95,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         time.sleep(max(0.5, args.watch))
 
 
+def _carriage(loaded: LoadedConfig) -> dict[str, frozenset[str] | None]:
+    """Each uplink's devices (None: every device), as the running agent's uplinks count them."""
+    from agent.config import Hj212Uplink
+    from agent.uplinks.hj212.aggregate import carried_devices
+
+    points = {dev: list(profile.points) for dev, profile in loaded.profiles.items()}
+    return {name: carried_devices(up, points) if isinstance(up, Hj212Uplink) else None
+            for name, up in loaded.config.uplinks.items()}
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from agent.health.completeness import day_report, has_counts_table
     from agent.health.days import LocalDays
@@ -122,7 +135,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                   " edge-agent; the next run adds them)", file=sys.stderr)
             return 1
         intervals = {dev: d.interval for dev, d in cfg.devices.items() if d.enabled}
-        report = day_report(conn, days, day, intervals, list(cfg.uplinks), now_ms)
+        report = day_report(conn, days, day, intervals, _carriage(loaded), now_ms)
     finally:
         conn.close()
     if args.json:

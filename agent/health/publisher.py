@@ -39,7 +39,7 @@ class HealthPublisher:
         src = self.source
         conn = connect_readonly(src.outbox.path)
         try:
-            report = day_report(conn, src.days, day, src.intervals(), list(src.uplinks), now_ms)
+            report = day_report(conn, src.days, day, src.intervals(), src.carriage(), now_ms)
         finally:
             conn.close()
         return {"gateway": src.gateway, **report}

@@ -45,6 +45,10 @@ class StatusSource:
         """``provider()`` is asked on each status (in the agent's event loop) for section ``name``."""
         self.sections[name] = provider
 
+    def carriage(self) -> dict[str, frozenset[str] | None]:
+        """Each uplink's devices (None: every device), for the completeness report."""
+        return {name: up.carried for name, up in self.uplinks.items()}
+
     def intervals(self) -> dict[str, float]:
         """Each device's configured interval (not an alarm's fast_poll): what a platform expects."""
         return {dev: p.normal_interval for dev, p in self.pollers.items()}
@@ -120,7 +124,7 @@ class StatusSource:
             today = None
             if has_counts_table(conn):
                 today = day_report(conn, self.days, self.days.today(now_ms), self.intervals(),
-                                   list(self.uplinks), now_ms)
+                                   self.carriage(), now_ms)
         finally:
             conn.close()
         return {"waiting": waiting, "readings": readings, "today": today}

@@ -86,6 +86,7 @@ class MqttUplinkWorker(BrokerAnswers, SessionUpdates):
         self.outbox = outbox
         self.base_dir = base_dir
         self.bit = outbox.uplink_bits[name]
+        self.carried: frozenset[str] | None = None  # every device (completeness; an HJ 212 uplink lists its own)
         self.stats = UplinkStats()
         self.topics = TopicMap(cfg, info.gateway, info.devices)
         self.gate = RefusalGate(cfg.refused_retry)

@@ -61,6 +61,11 @@ def carried_points(cfg: Hj212Uplink, device_points: dict[str, list[str]]) -> lis
     return out
 
 
+def carried_devices(cfg: Hj212Uplink, device_points: dict[str, list[str]]) -> frozenset[str]:
+    """The devices with at least one point this uplink sends."""
+    return frozenset(p.device for p in carried_points(cfg, device_points))
+
+
 def samples(row: Row, points: list[Carried]) -> list[Sample]:
     """The carried points of one reading."""
     vals = json.loads(row.vals) if row.vals else {}

@@ -2,10 +2,11 @@
 
 Every reading this uplink carries is folded into the minute/hour/day aggregates of its
 store, then acknowledged to the outbox, whether or not the platform is reachable (the
-worker in :mod:`.worker` sends what closes). Readings the buffer evicted before they were
-folded are said once; readings held for a good clock and given UTC times later are folded
-when they are released. A closed period becomes a stored packet. A mixin of
-:class:`.worker.Hj212UplinkWorker`: it shares the worker's state.
+worker in :mod:`.worker` sends what closes). The acknowledgement does not count a reading
+as delivered: that is counted when the platform answers the minute packet it went into.
+Readings the buffer evicted before they were folded are said once; readings held for a good
+clock and given UTC times later are folded when they are released. A closed period becomes
+a stored packet. A mixin of :class:`.worker.Hj212UplinkWorker`: it shares the worker's state.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from buffer.completeness import VALID_STATUS
 from buffer.outbox import ALARM_STATUS, Outbox, OutboxReader
 from buffer.reader import Row
 
@@ -105,9 +107,10 @@ class ReadingsIn:
                 self._latest[r.device] = (r.ts, reading)
             if r.seq > folded:
                 starts = {cn: period_start(r.ts / 1000, span, self.tz) for cn, span in span_by_cn.items()}
-                todo.append((r.device, reading, starts))
+                todo.append((r.device, reading, starts, r.status == VALID_STATUS))
         self.stats.late_readings += self.store.fold(max(self.store.folded_seq, rows[-1].seq), todo, span_by_cn)
-        self.outbox.ack(self.name, [r.seq for r in rows])
+        # delivered is counted when the platform answers the minute packet (worker), not here
+        self.outbox.ack(self.name, [r.seq for r in rows], counted=False)
         self._next_close = self.store.next_end(self._grace())
 
     def _grace(self) -> float:

@@ -4,7 +4,8 @@ the minute/hour/day packets made from them, and the settings a platform changed.
 Readings leave the outbox for this uplink only after they are folded in here (the highest
 seq folded is committed with them, so a crash between the two never counts a reading
 twice). A packet stays ``answered = 0`` until the platform's 9014 names it, and stays for
-history pulls ``keep_days`` after its period.
+history pulls ``keep_days`` after its period. A minute packet keeps how many readings (and
+valid ones) each device put into it: they count as delivered when it is answered.
 """
 
 from __future__ import annotations
@@ -20,22 +21,27 @@ from typing import Any
 from buffer.database import connect
 
 from .aggregate import Sample, aggregate_flag, expected_readings
+from .packet import MINUTE
 
 log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS polls(cn TEXT, start INTEGER, span REAL, device TEXT, readings INTEGER,
-    PRIMARY KEY(cn, start, device));
+    valid INTEGER NOT NULL DEFAULT 0, PRIMARY KEY(cn, start, device));
 CREATE TABLE IF NOT EXISTS acc(cn TEXT, start INTEGER, code TEXT, device TEXT, scale REAL,
     n_values INTEGER, n_valid INTEGER, n_over INTEGER, n_failed INTEGER, lo REAL, hi REAL, total REAL,
     PRIMARY KEY(cn, start, code));
 CREATE TABLE IF NOT EXISTS packets(id INTEGER PRIMARY KEY AUTOINCREMENT, cn TEXT NOT NULL,
-    start INTEGER NOT NULL, vals TEXT NOT NULL, answered INTEGER NOT NULL DEFAULT 0, UNIQUE(cn, start));
+    start INTEGER NOT NULL, vals TEXT NOT NULL, answered INTEGER NOT NULL DEFAULT 0, counts TEXT, UNIQUE(cn, start));
 CREATE INDEX IF NOT EXISTS packets_pending ON packets(answered, start);
 """
 
+# columns added since the first release: (table, column, definition), added to older files
+ADDED_COLUMNS = (("polls", "valid", "INTEGER NOT NULL DEFAULT 0"), ("packets", "counts", "TEXT"))
+
 Stats = tuple[float, float, float, str] | tuple[None, None, None, str]
+Delivery = tuple[str, int, int, int]  # (device, period start ms, readings, valid): see Hj212Store.answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,9 @@ class Hj212Store:
         self.path = path
         self.conn = connect(path)
         self.conn.executescript(SCHEMA)
+        for table, column, definition in ADDED_COLUMNS:
+            if column not in {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         # this object is the file's only writer: settings are read once and written through
         self._pending_meta: dict[str, Any] = {}
         self._meta: dict[str, Any] = {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
@@ -137,30 +146,33 @@ class Hj212Store:
         return int(self.meta("folded_seq") or 0)
 
     # -- folding readings in --------------------------------------------------------------
-    def fold(self, last_seq: int, readings: Iterable[tuple[str, list[Sample], dict[str, int]]],
+    def fold(self, last_seq: int, readings: Iterable[tuple[str, list[Sample], dict[str, int], bool]],
              spans: dict[str, float]) -> int:
-        """One transaction: each reading ``(device, samples, {cn: period start})`` added to
-        its open periods (summed in memory first: one statement per period and factor);
+        """One transaction: each reading ``(device, samples, {cn: period start}, valid)`` added
+        to its open periods (summed in memory first: one statement per period and factor);
         readings of a period already closed are left out. Returns how many were late."""
         closed = {cn: int(self.meta(f"closed:{cn}") or 0) for cn in spans}
         late = 0
-        polls: dict[tuple[str, int, str], int] = {}
+        polls: dict[tuple[str, int, str], list[int]] = {}
         acc: dict[tuple[str, int, str], list[Any]] = {}
-        for device, reading, starts in readings:
+        for device, reading, starts, valid in readings:
             for cn, start in starts.items():
                 if start < closed[cn]:
                     late += 1
                     continue
                 key = (cn, start, device)
-                polls[key] = polls.get(key, 0) + 1
+                counts = polls.setdefault(key, [0, 0])
+                counts[0] += 1
+                counts[1] += valid
                 for s in reading:
                     _add(acc, (cn, start, s.point.code), s)
         c = self.conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            c.executemany("INSERT INTO polls(cn, start, span, device, readings) VALUES (?, ?, ?, ?, ?)"
-                          " ON CONFLICT(cn, start, device) DO UPDATE SET readings = readings + excluded.readings",
-                          [(cn, start, spans[cn], device, n) for (cn, start, device), n in polls.items()])
+            c.executemany("INSERT INTO polls(cn, start, span, device, readings, valid) VALUES (?, ?, ?, ?, ?, ?)"
+                          " ON CONFLICT(cn, start, device) DO UPDATE SET readings = readings + excluded.readings,"
+                          " valid = valid + excluded.valid",
+                          [(cn, start, spans[cn], device, n, v) for (cn, start, device), (n, v) in polls.items()])
             c.executemany(
                 "INSERT INTO acc VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT(cn, start, code) DO UPDATE SET n_values = n_values + excluded.n_values,"
@@ -192,8 +204,8 @@ class Hj212Store:
         try:
             for cn, start, span in due:
                 values = self._period_values(cn, start, span, intervals)
-                cur = c.execute("INSERT OR IGNORE INTO packets(cn, start, vals) VALUES (?, ?, ?)",
-                                (cn, start, json.dumps(values)))
+                cur = c.execute("INSERT OR IGNORE INTO packets(cn, start, vals, counts) VALUES (?, ?, ?, ?)",
+                                (cn, start, json.dumps(values), self._period_counts(cn, start)))
                 c.execute("DELETE FROM acc WHERE cn = ? AND start = ?", (cn, start))
                 c.execute("DELETE FROM polls WHERE cn = ? AND start = ?", (cn, start))
                 closed[cn] = max(int(start + span), closed.get(cn, 0), int(self.meta(f"closed:{cn}") or 0))
@@ -208,6 +220,15 @@ class Hj212Store:
             raise
         self._commit_meta()
         return made
+
+    def _period_counts(self, cn: str, start: int) -> str | None:
+        """The readings (and valid ones) each device put into a minute packet: counted as
+        delivered when the platform answers it. Hour and day packets carry the same readings
+        again: None."""
+        if cn != MINUTE:
+            return None
+        rows = self.conn.execute("SELECT device, readings, valid FROM polls WHERE cn = ? AND start = ?", (cn, start))
+        return json.dumps({device: [n, v] for device, n, v in rows})
 
     def next_end(self, grace: float) -> float | None:
         """When the earliest open period may be closed (epoch seconds), None when none is open."""
@@ -238,9 +259,16 @@ class Hj212Store:
     def count_unanswered(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM packets WHERE answered = 0").fetchone()[0])
 
-    def answered(self, ids: list[int]) -> None:
-        if ids:
-            self.conn.executemany("UPDATE packets SET answered = 1 WHERE id = ?", [(i,) for i in ids])
+    def answered(self, ids: list[int]) -> list[Delivery]:
+        """Mark packets answered. Returns the deliveries this makes: each newly answered minute
+        packet's readings per device, for the completeness counts."""
+        out: list[Delivery] = []
+        for i in ids:
+            for start, counts in self.conn.execute("UPDATE packets SET answered = 1 WHERE id = ? AND answered = 0"
+                                                   " RETURNING start, counts", (i,)).fetchall():
+                if counts:
+                    out += [(device, int(start) * 1000, n, v) for device, (n, v) in json.loads(counts).items()]
+        return out
 
     def history(self, cn: str, begin: int, end: int) -> list[Stored]:
         """Packets of command ``cn`` whose period starts within ``begin..end``."""

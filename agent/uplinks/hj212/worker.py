@@ -83,6 +83,7 @@ class Hj212UplinkWorker(ReadingsIn, LogsOnce):
         self._by_device: dict[str, list[Carried]] = {}
         for p in self.points:
             self._by_device.setdefault(p.device, []).append(p)
+        self.carried = frozenset(self._by_device)  # the devices this uplink reports (completeness)
         self.poll_intervals = poll_intervals
         self.store = Hj212Store(store_path(data_dir, name))
         self.settings = Settings.load(cfg, self.store)
@@ -263,7 +264,7 @@ class Hj212UplinkWorker(ReadingsIn, LogsOnce):
         self.stats.last_ack = int(time.time() * 1000)
         self._attempt = 0
         if sent.packet_id is not None:
-            self.store.answered([sent.packet_id])
+            self.outbox.count_delivered(self.name, self.store.answered([sent.packet_id]))
             self.stats.waiting = max(0, self.stats.waiting - 1)
 
     # -- what goes out -----------------------------------------------------------------------
@@ -286,7 +287,7 @@ class Hj212UplinkWorker(ReadingsIn, LogsOnce):
         if pkt.wants_answer and pkt.qn is not None:
             self._inflight[pkt.qn] = _Sent(segment, time.monotonic(), 1, packet_id)
         elif packet_id is not None:  # no answer asked for (ack: false): sent is done
-            self.store.answered([packet_id])
+            self.outbox.count_delivered(self.name, self.store.answered([packet_id]))
             self.stats.waiting = max(0, self.stats.waiting - 1)
 
     def _send_due(self, now: float, mono: float) -> None:
