@@ -8,9 +8,9 @@
 Both are computed for what the gateway polled (``received``/``valid``) and for what each
 uplink delivered: the latter is what that platform sees. An MQTT uplink delivers a reading
 with its success acknowledgement (PUBACK); an HJ 212 uplink when the platform answers the
-minute packet the reading went into. A rate
-is capped at 1 (a restart in the middle of an interval can add a poll), rounded down to
-4 decimals (1.0 only when nothing is missing) and null while nothing is expected.
+minute packet the reading went into. A rate is capped at 1 (a restart in the middle of an
+interval can add a poll), rounded down to 4 decimals (1.0 only when nothing is missing)
+and null while nothing is expected.
 """
 
 from __future__ import annotations
