@@ -8,6 +8,10 @@ no fsync of its own, and a count never disagrees with the buffer (a crash keeps 
 neither). A reading counts for the local day of its ``ts``; a delivery counts once per
 reading and uplink (the first success acknowledgement clears the uplink's bit; a duplicate
 sent again after a lost PUBACK finds it clear and is not counted twice).
+
+An uplink may count its deliveries itself instead (:func:`add_delivered`; HJ 212: when the
+platform answers a minute packet). Its own store marks the packet answered first, so a crash
+before the count is committed can leave that packet uncounted, never counted twice.
 """
 
 from __future__ import annotations

@@ -288,3 +288,33 @@ def test_a_reload_applies_a_changed_schedule_at_once_and_keeps_a_hold(tmp_path: 
                      ["schedule", "street-lights", "reloaded", "ok"],
                      ["command", "city-ops", "h-1", "ok"],
                      ["schedule", "street-lights", "override", "ended", "ok"]]
+
+
+def test_a_write_that_fails_after_a_reload_removed_its_schedule_is_not_retried(tmp_path: Path) -> None:
+    """The write was on the wire when the reload came; its failure must not leave a retry for a
+    schedule that is gone (the runner would wake every 50 ms for it until a restart)."""
+    from types import SimpleNamespace
+
+    from agent.control.schedule import engines
+    from agent.control.schedule_runner import ScheduleRunner
+
+    loaded = load_config(str(config(tmp_path, "/dev/null")))
+    clock = FakeClock(local(date(2026, 6, 21), 21))
+    release = asyncio.Event()
+
+    async def slow_failing_write(*_args: object) -> object:
+        await release.wait()
+        return SimpleNamespace(status="failed")
+
+    async def go() -> dict[object, object]:
+        runner = ScheduleRunner(engines(loaded.config.schedules, "Asia/Shanghai", clock), slow_failing_write)
+        engine = runner.engines["street-lights"]
+        write = asyncio.create_task(runner._apply(engine, "lamp-1", {"dim_level": 50}, "test", engine.now()))
+        await asyncio.sleep(0)
+        runner.replace({})  # the reload removed the schedule
+        release.set()
+        await write
+        assert runner.seconds_to_next() == 30.0  # nothing due: the longest sleep
+        return dict(runner.retry)
+
+    assert asyncio.run(go()) == {}

@@ -92,9 +92,11 @@ class ScheduleRunner:
         if now is None:
             return
         last = self.last or now
-        for engine in self.engines.values():
+        for engine in list(self.engines.values()):
             due = engine.between(last, now) if engine.name not in fresh else []
             for device in engine.schedule.devices:
+                if self.engines.get(engine.name) is not engine:  # a reload replaced it meanwhile
+                    break
                 await self._device_tick(engine, device, due, now)
         self.last = now
 
@@ -126,7 +128,8 @@ class ScheduleRunner:
         if not values:
             return
         out = await self.apply(engine.name, device, values, what)
-        if getattr(out, "status", "ok") == "failed":
+        # a reload during the write may have replaced the schedule: its retry would never end
+        if getattr(out, "status", "ok") == "failed" and self.engines.get(engine.name) is engine:
             self.retry[key] = (values, what, now + timedelta(seconds=RETRY_SECONDS))
 
     def override(self, device: str, values: dict[str, SetValue], hold: float | None) -> None:

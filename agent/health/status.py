@@ -47,7 +47,7 @@ class StatusSource:
 
     def carriage(self) -> dict[str, frozenset[str] | None]:
         """Each uplink's devices (None: every device), for the completeness report."""
-        return {name: up.carried for name, up in self.uplinks.items()}
+        return {name: up.carried for name, up in list(self.uplinks.items())}  # a reload may change them
 
     def intervals(self) -> dict[str, float]:
         """Each device's configured interval (not an alarm's fast_poll): what a platform expects."""
